@@ -1,0 +1,3 @@
+"""Portico: an event-driven agent runtime for Supabase."""
+
+__all__: list[str] = []

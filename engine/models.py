@@ -1,0 +1,169 @@
+"""Rows and step configs as frozen pydantic models; value sets mirror the SQL checks.
+
+Statuses are documented where the SQL declares them (supabase/migrations/*_create_portico_tables.sql).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+JsonValue = Any
+"""Any JSON value: dict, list, str, int, float, bool or None."""
+
+
+class SignalType(StrEnum):
+    RUN = "run"
+    SYNC = "sync"
+    FYI = "fyi"
+
+
+class SignalStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
+class SessionStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Signal(Row):
+    id: UUID
+    seq: int
+    type: SignalType
+    payload: JsonValue = None
+    agent_id: UUID | None = None
+    status: SignalStatus
+    error: str | None = None
+    runtime_session_id: UUID | None = None
+    created_by: UUID | None = None
+    attempts: int = 0
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PythonConfig(BaseModel):
+    """Config of a `python` step: the body of a function of `input`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Annotated[str, Field(min_length=1)]
+    timeout_ms: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("code")
+    @classmethod
+    def _code_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("code must be a non-empty string of Python")
+        return value
+
+
+class LLMConfig(BaseModel):
+    """Config of an `llm` step: a `{{ path }}` template sent to a model through litellm."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_template: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+    temperature: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    system: str | None = None
+    response_format: Literal["text", "json"] = "text"
+    timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    api_base: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+
+
+class Step(Row):
+    id: UUID
+    agent_id: UUID
+    name: str
+    type: Literal["python", "llm"]
+    config: dict[str, Any]
+    position: int
+
+    def python_config(self) -> PythonConfig:
+        return PythonConfig.model_validate(self.config)
+
+    def llm_config(self) -> LLMConfig:
+        return LLMConfig.model_validate(self.config)
+
+
+class Agent(Row):
+    id: UUID
+    name: str
+    description: str = ""
+    is_active: bool = True
+    owner_id: UUID | None = None
+    steps: tuple[Step, ...] = ()
+    updated_at: datetime | None = None
+
+
+class RuntimeSession(Row):
+    id: UUID
+    signal_id: UUID
+    agent_id: UUID
+    status: SessionStatus
+    started_at: datetime
+    completed_at: datetime | None = None
+    error: str | None = None
+    attempt: int = 1
+
+
+class StepResult(Row):
+    id: UUID
+    session_id: UUID
+    step_id: UUID | None
+    position: int
+    step_name: str
+    step_type: str
+    status: Literal["success", "error"]
+    started_at: datetime
+    completed_at: datetime
+    duration_ms: int
+    input: JsonValue = None
+    output: JsonValue = None
+    error: str | None = None
+    logs: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepDefinition(BaseModel):
+    """One step as an agent file declares it (`portico agents apply`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1)]
+    type: Literal["python", "llm"]
+    config: dict[str, Any]
+
+    def validated_config(self) -> PythonConfig | LLMConfig:
+        return (PythonConfig if self.type == "python" else LLMConfig).model_validate(self.config)
+
+
+class AgentDefinition(BaseModel):
+    """An agent file: the seed's agent fields, with steps in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    is_active: bool = True
+    owner_id: UUID | None = None
+    steps: list[StepDefinition] = Field(default_factory=list)
+
+
+json_adapter: TypeAdapter[JsonValue] = TypeAdapter(Any)

@@ -1,0 +1,135 @@
+"""Runs one claimed signal: a run through the agent's steps, or a sync / fyi."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from engine import errors, models
+from engine.agents import AgentCache
+from engine.steps.base import StepContext, StepExecutor, StepOutcome
+from engine.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Counters:
+    """What this engine processed since it started; logged on shutdown."""
+
+    runs_succeeded: int = 0
+    runs_failed: int = 0
+    syncs: int = 0
+    fyi: int = 0
+
+
+def step_failure_message(step: models.Step, error: str) -> str:
+    return f'step {step.position + 1} "{step.name}" ({step.type}) failed: {error}'
+
+
+class Runner:
+    def __init__(
+        self, store: Store, agents: AgentCache, executors: Mapping[str, StepExecutor]
+    ):
+        self._store = store
+        self._agents = agents
+        self._executors = executors
+        self.counters = Counters()
+
+    async def run(self, signal: models.Signal) -> None:
+        bound = {"signal_id": str(signal.id)}
+        if signal.agent_id:
+            bound["agent_id"] = str(signal.agent_id)
+        with structlog.contextvars.bound_contextvars(**bound):
+            if signal.type is models.SignalType.SYNC:
+                await self._sync(signal)
+            elif signal.type is models.SignalType.FYI:
+                await self._fyi(signal)
+            else:
+                await self._run_agent(signal)
+
+    async def _sync(self, signal: models.Signal) -> None:
+        # finish_signal bumps the config epoch: every engine (this one too) reloads.
+        await self._store.finish_signal(signal.id)
+        await self._agents.refresh_if_stale()
+        self.counters.syncs += 1
+        log.info("sync_completed")
+
+    async def _fyi(self, signal: models.Signal) -> None:
+        self.counters.fyi += 1
+        log.info("fyi_received", payload=signal.payload, fyi_count=self.counters.fyi)
+        await self._store.finish_signal(signal.id)
+
+    async def _run_agent(self, signal: models.Signal) -> None:
+        assert signal.agent_id is not None  # the database refuses run signals without one
+        agent = await self._agents.get(signal.agent_id)
+        if agent is None:
+            await self._store.finish_signal(
+                signal.id,
+                error=f"agent {signal.agent_id} no longer exists; send the signal to an existing agent",
+            )
+            return
+        session = await self._store.start_session(signal.id)
+        with structlog.contextvars.bound_contextvars(session_id=str(session.id)):
+            log.info("run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts)
+            context = StepContext(
+                signal_id=signal.id, session_id=session.id, agent_id=agent.id, owner_id=agent.owner_id
+            )
+            value = signal.payload
+            for step in agent.steps:
+                outcome = await self._run_step(step, value, context)
+                if not outcome.ok:
+                    assert outcome.error is not None
+                    message = step_failure_message(step, outcome.error)
+                    await self._store.finish_signal(signal.id, error=message)
+                    self.counters.runs_failed += 1
+                    log.info("run_failed", error=message)
+                    return
+                value = outcome.output
+            await self._store.finish_signal(signal.id, output=value)
+            self.counters.runs_succeeded += 1
+            log.info("run_succeeded")
+
+    async def _run_step(
+        self, step: models.Step, step_input: models.JsonValue, context: StepContext
+    ) -> StepOutcome:
+        started_at = datetime.now(UTC)
+        executor = self._executors.get(step.type)
+        if executor is None:
+            outcome = StepOutcome(
+                error=f"this engine cannot run {step.type} steps; start it with {step.type} support"
+            )
+        else:
+            try:
+                outcome = await executor.execute(step, step_input, context)
+            except errors.EngineStopped:
+                raise
+            except Exception as exc:  # an executor bug must not leave the signal hanging
+                log.exception("step_executor_crashed", step=step.name)
+                outcome = StepOutcome(
+                    error=f"the {step.type} step executor crashed ({type(exc).__name__}: {exc}); "
+                    "this is a Portico bug, please report it with the engine log"
+                )
+        completed_at = datetime.now(UTC)
+        await self._store.record_step_result(
+            session_id=context.session_id,
+            step=step,
+            step_input=step_input,
+            output=outcome.output,
+            error=outcome.error,
+            logs=outcome.logs,
+            metadata=outcome.metadata,
+            started_at=started_at,
+            completed_at=completed_at,
+        )
+        log.info(
+            "step_finished",
+            step=step.name,
+            position=step.position,
+            ok=outcome.ok,
+            duration_ms=round((completed_at - started_at).total_seconds() * 1000, 3),
+        )
+        return outcome

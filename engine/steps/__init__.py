@@ -1,0 +1,1 @@
+"""Step executors: one per step type, each turning (config, input) into a StepOutcome."""

@@ -1,0 +1,1 @@
+"""Test helpers: real PostgreSQL servers, databases cloned from a migrated template, waiting."""
