@@ -22,17 +22,16 @@ def load(path: Path) -> list[models.AgentDefinition]:
     definitions = []
     for index, item in enumerate(items):
         where = f"{path}" + (f" (agent #{index + 1})" if len(items) > 1 else "")
+        location: tuple[object, ...] = ()
         try:
             definition = models.AgentDefinition.model_validate(item)
-            for step in definition.steps:
+            for number, step in enumerate(definition.steps):
+                location = ("steps", number, "config")
                 step.validated_config()
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'agent'}: {e['msg']}" for e in exc.errors()
-            )
             raise errors.ConfigurationError(
-                f"agent file {where} is not a valid agent: {problems}. Expected name, "
-                "description, is_active and steps: a list of {name, type: python|llm, config}"
+                f"agent file {where} is not a valid agent: {_describe(exc, location)}. Expected "
+                "name, description, is_active and steps: a list of {name, type: python|llm, config}"
             ) from exc
         definitions.append(definition)
     return definitions
@@ -43,7 +42,16 @@ def expand(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml", ".json"}))
+            files.extend(
+                sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml", ".json"})
+            )
         else:
             files.append(path)
     return files
+
+
+def _describe(exc: ValidationError, prefix: tuple[object, ...]) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in (*prefix, *e['loc'])) or 'agent'}: {e['msg']}"
+        for e in exc.errors()
+    )

@@ -15,8 +15,11 @@ from engine.app import configure_logging, open_engine, resolve_database_url
 from engine.config import Settings
 from engine.db import migrate as migrations
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Portico: event-driven agent runtime for Supabase.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Portico: event-driven agent runtime for Supabase.",
+)
 agents_app = typer.Typer(no_args_is_help=True, help="Manage agents.")
 signal_app = typer.Typer(no_args_is_help=True, help="Send signals.")
 app.add_typer(agents_app, name="agents")
@@ -24,8 +27,12 @@ app.add_typer(signal_app, name="signal")
 
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="DATABASE_URL", show_envvar=True,
-                 help="PostgreSQL URL; default: the embedded server under .portico/"),
+    typer.Option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        help="PostgreSQL URL; default: the embedded server under .portico/",
+    ),
 ]
 out = Console()
 
@@ -74,10 +81,15 @@ def run(
 @app.command()
 def migrate(
     database_url: DatabaseUrl = None,
-    bootstrap: Annotated[migrations.Bootstrap, typer.Option(
-        help="Recreate what a Supabase project provides: auto = only on plain PostgreSQL.")
+    bootstrap: Annotated[
+        migrations.Bootstrap,
+        typer.Option(
+            help="Recreate what a Supabase project provides: auto = only on plain PostgreSQL."
+        ),
     ] = migrations.Bootstrap.AUTO,
-    migrations_dir: Annotated[Path | None, typer.Option(help="Default: supabase/migrations")] = None,
+    migrations_dir: Annotated[
+        Path | None, typer.Option(help="Default: supabase/migrations")
+    ] = None,
 ) -> None:
     """Apply supabase/migrations (once each, recorded like the Supabase CLI does)."""
     settings = settings_for(database_url)
@@ -86,8 +98,10 @@ def migrate(
         applied = migrations.migrate(url, migrations_dir=migrations_dir, bootstrap=bootstrap)
     except (errors.PorticoError, OSError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    out.print(f"{len(applied)} migration(s) applied" + "".join(
-        f"\n  {m.version} {m.name}" for m in applied))
+    out.print(
+        f"{len(applied)} migration(s) applied"
+        + "".join(f"\n  {m.version} {m.name}" for m in applied)
+    )
 
 
 @agents_app.command("apply")
@@ -110,8 +124,10 @@ def agents_apply(
             store = Store(transport, worker_id="cli", lease_seconds=1, max_attempts=1)
             for definition in definitions:
                 agent_id = await store.apply_agent(definition)
-                out.print(f"applied agent [bold]{definition.name}[/bold] "
-                          f"({len(definition.steps)} steps) id={agent_id}")
+                out.print(
+                    f"applied agent [bold]{definition.name}[/bold] "
+                    f"({len(definition.steps)} steps) id={agent_id}"
+                )
         finally:
             await transport.close()
 
@@ -129,10 +145,13 @@ def agents_list(database_url: DatabaseUrl = None) -> None:
     async def main() -> None:
         conn = await client.connect(resolve_database_url(settings), settings.db_role)
         async with conn:
-            rows = await (await conn.execute(
-                "select a.name, a.id, a.is_active, a.owner_id, count(s.id) as steps"
-                " from public.agents a left join public.steps s on s.agent_id = a.id"
-                " group by a.id order by a.name")).fetchall()
+            rows = await (
+                await conn.execute(
+                    "select a.name, a.id, a.is_active, a.owner_id, count(s.id) as steps"
+                    " from public.agents a left join public.steps s on s.agent_id = a.id"
+                    " group by a.id order by a.name"
+                )
+            ).fetchall()
         for row in rows:
             state = "active" if row["is_active"] else "inactive"
             owner = row["owner_id"] or "shared"
@@ -143,7 +162,9 @@ def agents_list(database_url: DatabaseUrl = None) -> None:
 
 @signal_app.command("send")
 def signal_send(
-    agent: Annotated[str | None, typer.Argument(help="Agent name or id (required for run).")] = None,
+    agent: Annotated[
+        str | None, typer.Argument(help="Agent name or id (required for run).")
+    ] = None,
     signal_type: Annotated[models.SignalType, typer.Option("--type")] = models.SignalType.RUN,
     payload: Annotated[str, typer.Option(help="JSON payload.")] = "{}",
     wait: Annotated[bool, typer.Option(help="Wait for the outcome and print the session.")] = False,
@@ -157,14 +178,20 @@ def signal_send(
     async def main() -> int:
         value = client.parse_payload(payload)
         if signal_type is models.SignalType.RUN and not agent:
-            raise errors.ConfigurationError("a run signal needs an agent: portico signal send AGENT")
+            raise errors.ConfigurationError(
+                "a run signal needs an agent: portico signal send AGENT"
+            )
         conn = await client.connect(resolve_database_url(settings), settings.db_role)
         async with conn:
             agent_id = await client.find_agent(conn, agent) if agent else None
             signal_id = await client.send_signal(
-                conn, signal_type=signal_type, agent_id=agent_id, payload=value)
-            result = (await client.wait_for_outcome(conn, signal_id, timeout_s=timeout)
-                      if wait else await client.report(conn, signal_id))
+                conn, signal_type=signal_type, agent_id=agent_id, payload=value
+            )
+            result = (
+                await client.wait_for_outcome(conn, signal_id, timeout_s=timeout)
+                if wait
+                else await client.report(conn, signal_id)
+            )
         if as_json:
             sys.stdout.write(report.as_json(result) + "\n")
         elif wait:
@@ -182,9 +209,12 @@ def signal_send(
 
 @app.command()
 def demo(
-    serve: Annotated[bool, typer.Option(help="Keep the engine running after the examples.")] = False,
+    serve: Annotated[
+        bool, typer.Option(help="Keep the engine running after the examples.")
+    ] = False,
     examples_dir: Annotated[Path, typer.Option(help="Folder with agents/ and signals.yaml")] = Path(
-        "examples"),
+        "examples"
+    ),
 ) -> None:
     """Embedded PostgreSQL + example agents + example signals, end to end."""
     from engine import demo as demo_module

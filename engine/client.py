@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,9 @@ TERMINAL = {models.SignalStatus.COMPLETE.value, models.SignalStatus.ERROR.value}
 
 
 async def connect(database_url: str, role: str | None) -> psycopg.AsyncConnection[Any]:
-    conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row)
+    conn = await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    )
     if role:
         await conn.execute(psycopg.sql.SQL("set role {}").format(psycopg.sql.Identifier(role)))
     return conn
@@ -101,6 +104,12 @@ async def wait_for_outcome(
 
 
 def parse_payload(text: str) -> models.JsonValue:
+    """JSON text, or @path to read it from a file."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise errors.ConfigurationError(f"cannot read payload file {text[1:]}: {exc}") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

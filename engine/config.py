@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     worker_id: str = Field(default_factory=default_worker_id)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    """Signals processed at once by this engine (different agents; each agent runs one at a time)."""
+    """Signals processed at once by this engine: different agents, each one at a time."""
     lease_seconds: Annotated[int, Field(ge=1)] = 30
     sweep_seconds: Annotated[float, Field(gt=0)] = 1.0
     """How often the engine claims without a wake-up; bounds the delay of a lost notification."""

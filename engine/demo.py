@@ -53,23 +53,29 @@ async def run_demo(settings: Settings, examples: Path, console: Console, *, serv
     async with open_engine(settings, database_url=url) as engine:
         for definition in definitions:
             await engine.store.apply_agent(definition)
-            console.print(f"applied agent [bold]{definition.name}[/bold] ({len(definition.steps)} steps)")
+            console.print(
+                f"applied agent [bold]{definition.name}[/bold] ({len(definition.steps)} steps)"
+            )
         engine_task = asyncio.create_task(engine.worker.run())
         remove = shutdown.install(engine.worker.stop)
         try:
             await _send_and_show(url, settings, signals, console)
             if serve:
-                console.print("\n[bold]engine running[/bold]; send more with "
-                              "`.venv/bin/portico signal send order-pricing --payload '{...}' --wait` "
-                              "from another terminal. Ctrl-C stops it.")
+                console.print(
+                    "\n[bold]engine running[/bold]; send more with "
+                    "`.venv/bin/portico signal send order-pricing --payload '{...}' --wait` "
+                    "from another terminal. Ctrl-C stops it."
+                )
                 await engine_task
         finally:
             engine.worker.stop()
             await engine_task
             remove()
         counters = engine.runner.counters
-        console.print(f"\n[bold]engine stopped[/bold]: {counters.runs_succeeded} runs succeeded, "
-                      f"{counters.runs_failed} failed, {counters.syncs} sync, {counters.fyi} fyi")
+        console.print(
+            f"\n[bold]engine stopped[/bold]: {counters.runs_succeeded} runs succeeded, "
+            f"{counters.runs_failed} failed, {counters.syncs} sync, {counters.fyi} fyi"
+        )
 
 
 async def _send_and_show(
@@ -81,6 +87,7 @@ async def _send_and_show(
             console.rule(example.note)
             agent_id = await client.find_agent(conn, example.agent) if example.agent else None
             signal_id = await client.send_signal(
-                conn, signal_type=example.type, agent_id=agent_id, payload=example.payload)
+                conn, signal_type=example.type, agent_id=agent_id, payload=example.payload
+            )
             outcome: dict[str, Any] = await client.wait_for_outcome(conn, signal_id, timeout_s=60)
             report.render(outcome, console)

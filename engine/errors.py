@@ -1,11 +1,11 @@
 """Portico's exceptions.
 
-    PorticoError
-    ├── ConfigurationError      settings or files that cannot work; says which and how to fix
-    ├── DatabaseError           a database call failed for a reason other than those below
-    │   ├── LeaseLost           the worker no longer holds the signal (SQLSTATE PT409)
-    │   └── NotFound            the row a call names does not exist (SQLSTATE PT404)
-    └── EngineStopped           work was interrupted because the engine is stopping
+PorticoError
+├── ConfigurationError      settings or files that cannot work; says which and how to fix
+├── DatabaseError           a database call failed for a reason other than those below
+│   ├── LeaseLost           the worker no longer holds the signal (SQLSTATE PT409)
+│   └── NotFound            the row a call names does not exist (SQLSTATE PT404)
+└── EngineStopped           work was interrupted because the engine is stopping
 """
 
 from __future__ import annotations

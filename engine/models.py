@@ -1,6 +1,7 @@
 """Rows and step configs as frozen pydantic models; value sets mirror the SQL checks.
 
-Statuses are documented where the SQL declares them (supabase/migrations/*_create_portico_tables.sql).
+Statuses are documented where the SQL declares them
+(supabase/migrations/*_create_portico_tables.sql).
 """
 
 from __future__ import annotations

@@ -8,8 +8,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STATUS_STYLE = {"complete": "green", "success": "green", "error": "red", "processing": "yellow",
-                "running": "yellow", "pending": "dim"}
+STATUS_STYLE = {
+    "complete": "green",
+    "success": "green",
+    "error": "red",
+    "processing": "yellow",
+    "running": "yellow",
+    "pending": "dim",
+}
 
 
 def as_json(report: dict[str, Any]) -> str:

@@ -31,9 +31,7 @@ def step_failure_message(step: models.Step, error: str) -> str:
 
 
 class Runner:
-    def __init__(
-        self, store: Store, agents: AgentCache, executors: Mapping[str, StepExecutor]
-    ):
+    def __init__(self, store: Store, agents: AgentCache, executors: Mapping[str, StepExecutor]):
         self._store = store
         self._agents = agents
         self._executors = executors
@@ -69,14 +67,19 @@ class Runner:
         if agent is None:
             await self._store.finish_signal(
                 signal.id,
-                error=f"agent {signal.agent_id} no longer exists; send the signal to an existing agent",
+                error=f"agent {signal.agent_id} no longer exists; send it to an existing agent",
             )
             return
         session = await self._store.start_session(signal.id)
         with structlog.contextvars.bound_contextvars(session_id=str(session.id)):
-            log.info("run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts)
+            log.info(
+                "run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts
+            )
             context = StepContext(
-                signal_id=signal.id, session_id=session.id, agent_id=agent.id, owner_id=agent.owner_id
+                signal_id=signal.id,
+                session_id=session.id,
+                agent_id=agent.id,
+                owner_id=agent.owner_id,
             )
             value = signal.payload
             for step in agent.steps:

@@ -22,7 +22,11 @@ class Store:
     async def claim_signals(self, limit: int) -> list[models.Signal]:
         rows = await self.transport.call(
             "claim_signals",
-            {"p_worker_id": self.worker_id, "p_limit": limit, "p_lease_seconds": self.lease_seconds},
+            {
+                "p_worker_id": self.worker_id,
+                "p_limit": limit,
+                "p_lease_seconds": self.lease_seconds,
+            },
         )
         return [models.Signal.model_validate(row) for row in rows]
 

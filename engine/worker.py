@@ -61,8 +61,11 @@ class Worker:
             asyncio.create_task(self._transport.listen(self._on_wakeup), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
-        log.info("engine_started", worker_id=self._settings.worker_id,
-                 concurrency=self._settings.concurrency)
+        log.info(
+            "engine_started",
+            worker_id=self._settings.worker_id,
+            concurrency=self._settings.concurrency,
+        )
         try:
             await self._loop(drain=drain)
         finally:
@@ -77,6 +80,9 @@ class Worker:
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            # Cleared before looking, never after: a hint (or stop) that arrives while we
+            # claim must end the wait below at once, not be wiped out by it.
+            self._wake.clear()
             now = loop.time()
             if now >= next_sweep:
                 next_sweep = now + self._settings.sweep_seconds
@@ -84,14 +90,12 @@ class Worker:
             elif self._config_changed.is_set():
                 self._config_changed.clear()
                 await self._agents.refresh_if_stale()
-            claimed = await self._claim()
-            if not claimed and not self._in_flight:
+            if await self._claim():
+                continue  # there may be more: claim again before sleeping
+            if not self._in_flight:
                 self.idle.set()
                 if drain:
                     return
-            if claimed:
-                continue  # there may be more: claim again before sleeping
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - loop.time()))
 
@@ -100,8 +104,11 @@ class Worker:
         try:
             await self._agents.refresh_if_stale()
             for signal_id, outcome in await self._store.reclaim_expired_leases():
-                log.warning("lease_expired_signal_reclaimed", reclaimed_signal_id=str(signal_id),
-                            outcome=outcome)
+                log.warning(
+                    "lease_expired_signal_reclaimed",
+                    reclaimed_signal_id=str(signal_id),
+                    outcome=outcome,
+                )
         except errors.DatabaseError as exc:
             log.error("sweep_failed", error=str(exc))
 
@@ -164,7 +171,6 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
         try:
             released = await self._store.release_signals(unfinished)
-            log.info("signals_released", count=len(released),
-                     signal_ids=[str(s) for s in released])
+            log.info("signals_released", count=len(released), signal_ids=[str(s) for s in released])
         except errors.DatabaseError as exc:
             log.error("release_failed", error=str(exc), note="leases will expire and be reclaimed")

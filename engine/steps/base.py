@@ -21,7 +21,8 @@ class StepContext:
 
     @property
     def tenant(self) -> str:
-        return f"owner:{self.owner_id}" if self.owner_id else f"agent:{self.agent_id}"
+        # Shared agents (no owner) all belong to the operator: one trust domain.
+        return f"owner:{self.owner_id}" if self.owner_id else "shared"
 
 
 @dataclass(frozen=True)

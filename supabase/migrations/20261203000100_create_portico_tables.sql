@@ -17,7 +17,7 @@ create table public.agents (
   owner_id uuid default auth.uid() references auth.users (id) on delete cascade,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  constraint agents_name_not_blank check (btrim(name) <> ''),
+  constraint agents_name_not_blank check (name ~ '[^[:space:]]'),
   -- `portico agents apply` upserts by name, so a name is unique per owner (and among shared agents).
   -- Its index leads with owner_id, so it also serves the foreign key.
   constraint agents_name_unique_per_owner unique nulls not distinct (owner_id, name)
@@ -40,7 +40,7 @@ create table public.steps (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint steps_type_valid check (type in ('python', 'llm')),
-  constraint steps_name_not_blank check (btrim(name) <> ''),
+  constraint steps_name_not_blank check (name ~ '[^[:space:]]'),
   constraint steps_position_not_negative check (position >= 0),
   -- Deferrable so that a client can swap two positions inside one transaction.
   -- Its index leads with agent_id, so it also serves the foreign key.
@@ -60,15 +60,18 @@ declare
   v_unknown text[];
   v_problems text[] := '{}';
 begin
+  -- An unknown type is steps_type_valid's to refuse; its config has no shape to check.
+  if p_type is null or p_type not in ('python', 'llm') then
+    return null;
+  end if;
   if p_config is null or jsonb_typeof(p_config) <> 'object' then
     return array['config must be a JSON object'];
   end if;
 
   v_allowed := case p_type
     when 'python' then array['code', 'timeout_ms']
-    when 'llm' then array['prompt_template', 'model', 'temperature', 'max_tokens', 'system',
-                          'response_format', 'timeout_ms', 'api_base']
-    else array[]::text[]
+    else array['prompt_template', 'model', 'temperature', 'max_tokens', 'system',
+               'response_format', 'timeout_ms', 'api_base']
   end;
   select array_agg(k order by k) into v_unknown
     from jsonb_object_keys(p_config) as k
@@ -87,16 +90,16 @@ begin
 
   if p_type = 'python' then
     if jsonb_typeof(p_config -> 'code') is distinct from 'string'
-       or btrim(p_config ->> 'code') = '' then
+       or (p_config ->> 'code') !~ '[^[:space:]]' then
       v_problems := v_problems || 'config.code must be a non-empty string of Python'::text;
     end if;
   elsif p_type = 'llm' then
     if jsonb_typeof(p_config -> 'prompt_template') is distinct from 'string'
-       or btrim(p_config ->> 'prompt_template') = '' then
+       or (p_config ->> 'prompt_template') !~ '[^[:space:]]' then
       v_problems := v_problems || 'config.prompt_template must be a non-empty string'::text;
     end if;
     if jsonb_typeof(p_config -> 'model') is distinct from 'string'
-       or btrim(p_config ->> 'model') = '' then
+       or (p_config ->> 'model') !~ '[^[:space:]]' then
       v_problems := v_problems || 'config.model must be a non-empty model name such as "openai/gpt-4o-mini"'::text;
     end if;
     if p_config ? 'temperature' and not (
@@ -295,7 +298,8 @@ create table public.runtime_sessions (
   completed_at timestamptz,
   status text not null default 'running',
   error text,
-  -- added: which claim of the signal this session records, and by which worker.
+  -- added: which run of the signal this session records (1, 2, … in the order they started),
+  -- and by which worker. Not signals.attempts: a released run is not a failed attempt.
   attempt integer not null default 1,
   worker_id text,
   -- added: the last step's output when the session succeeded.

@@ -162,9 +162,13 @@ begin
       using errcode = 'invalid_parameter_value';
   end if;
 
+  -- Sessions are numbered by run, not by claim: a release refunds the claim's attempt, yet
+  -- the run it interrupted keeps its session. The signal row is locked, so no race.
   insert into public.runtime_sessions (signal_id, agent_id, started_at, status, attempt, worker_id)
   values (v_signal.id, v_signal.agent_id, coalesce(p_now, clock_timestamp()), 'running',
-          v_signal.attempts, p_worker_id)
+          (select coalesce(max(r.attempt), 0) + 1
+             from public.runtime_sessions r where r.signal_id = v_signal.id),
+          p_worker_id)
   returning * into v_session;
 
   update public.signals set runtime_session_id = v_session.id where id = v_signal.id;

@@ -88,17 +88,39 @@ class SystemPostgres15:
             entry = pwd.getpwnam(self._user)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         data = self.dir / "data"
-        self._run(str(SYSTEM_PG15_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                  "--auth=trust", "--encoding=UTF8", "--no-sync")
-        self._run(str(SYSTEM_PG15_BIN / "pg_ctl"), "-D", str(data), "-w", "-l",
-                  str(self.dir / "log"), "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                  "start")
+        self._run(
+            str(SYSTEM_PG15_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
+        self._run(
+            str(SYSTEM_PG15_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         return Cluster("system-pg15", f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
 
     def stop(self) -> None:
         try:
-            self._run(str(SYSTEM_PG15_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
-                      "immediate", "-w", "stop")
+            self._run(
+                str(SYSTEM_PG15_BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            )
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
