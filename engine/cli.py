@@ -198,7 +198,7 @@ def signal_send(
             report.render(result, out)
         else:
             out.print(f"sent {signal_type.value} signal {signal_id}")
-        return 1 if wait and result["status"] == "error" else 0
+        return 1 if wait and result.status is models.SignalStatus.ERROR else 0
 
     try:
         code = asyncio.run(main())

@@ -29,7 +29,7 @@ values (%(type)s, %(agent_id)s, %(payload)s)
 returning id
 """
 SIGNAL_REPORT = "select public.signal_report(%(id)s) as report"
-TERMINAL = {models.SignalStatus.COMPLETE.value, models.SignalStatus.ERROR.value}
+TERMINAL = {models.SignalStatus.COMPLETE, models.SignalStatus.ERROR}
 
 
 async def connect(database_url: str, role: str | None) -> psycopg.AsyncConnection[Any]:
@@ -75,28 +75,27 @@ async def send_signal(
     return UUID(str(row["id"]))
 
 
-async def report(conn: psycopg.AsyncConnection[Any], signal_id: UUID) -> dict[str, Any]:
+async def report(conn: psycopg.AsyncConnection[Any], signal_id: UUID) -> models.SignalReport:
     row = await (await conn.execute(SIGNAL_REPORT, {"id": signal_id})).fetchone()
     if row is None or row["report"] is None:
         raise errors.NotFound(f"signal {signal_id} does not exist")
-    result: dict[str, Any] = row["report"]
-    return result
+    return models.SignalReport.model_validate(row["report"])
 
 
 async def wait_for_outcome(
     conn: psycopg.AsyncConnection[Any], signal_id: UUID, *, timeout_s: float
-) -> dict[str, Any]:
+) -> models.SignalReport:
     """Poll until the signal is complete or error; raises TimeoutError after timeout_s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     delay = 0.02
     while True:
         current = await report(conn, signal_id)
-        if current["status"] in TERMINAL:
+        if current.status in TERMINAL:
             return current
         if loop.time() >= deadline:
             raise TimeoutError(
-                f"signal {signal_id} is still {current['status']} after {timeout_s:g} s; "
+                f"signal {signal_id} is still {current.status} after {timeout_s:g} s; "
                 "is an engine running (`portico run`) and is the agent active?"
             )
         await asyncio.sleep(delay)

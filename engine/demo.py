@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -89,5 +88,5 @@ async def _send_and_show(
             signal_id = await client.send_signal(
                 conn, signal_type=example.type, agent_id=agent_id, payload=example.payload
             )
-            outcome: dict[str, Any] = await client.wait_for_outcome(conn, signal_id, timeout_s=60)
+            outcome = await client.wait_for_outcome(conn, signal_id, timeout_s=60)
             report.render(outcome, console)

@@ -41,6 +41,8 @@ class Row(BaseModel):
 
 
 class Signal(Row):
+    """A row of public.signals."""
+
     id: UUID
     seq: int
     type: SignalType
@@ -53,6 +55,8 @@ class Signal(Row):
     attempts: int = 0
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
+    claimed_at: datetime | None = None
+    completed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -89,6 +93,8 @@ class LLMConfig(BaseModel):
 
 
 class Step(Row):
+    """A step as the engine runs it (a row of public.steps, without its timestamps)."""
+
     id: UUID
     agent_id: UUID
     name: str
@@ -104,42 +110,66 @@ class Step(Row):
 
 
 class Agent(Row):
+    """An agent as the engine runs it, with its steps in position order
+    (public.agent_definition)."""
+
     id: UUID
     name: str
     description: str = ""
     is_active: bool = True
     owner_id: UUID | None = None
-    steps: tuple[Step, ...] = ()
     updated_at: datetime | None = None
+    steps: tuple[Step, ...] = ()
 
 
 class RuntimeSession(Row):
+    """A row of public.runtime_sessions."""
+
     id: UUID
     signal_id: UUID
     agent_id: UUID
-    status: SessionStatus
     started_at: datetime
     completed_at: datetime | None = None
+    status: SessionStatus
     error: str | None = None
     attempt: int = 1
+    worker_id: str | None = None
+    output: JsonValue = None
+    created_at: datetime
+    updated_at: datetime
 
 
 class StepResult(Row):
+    """A row of public.step_results: one finished step of a session."""
+
     id: UUID
     session_id: UUID
     step_id: UUID | None
     position: int
     step_name: str
-    step_type: str
+    step_type: Literal["python", "llm"]
     status: Literal["success", "error"]
     started_at: datetime
     completed_at: datetime
-    duration_ms: int
     input: JsonValue = None
     output: JsonValue = None
     error: str | None = None
+    duration_ms: int
     logs: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class SessionReport(RuntimeSession):
+    step_results: tuple[StepResult, ...] = ()
+
+
+class SignalReport(Signal):
+    """A signal with its agent's name and its latest session's step results, as
+    public.signal_report returns it (what `portico signal send --wait` shows)."""
+
+    agent_name: str | None = None
+    session: SessionReport | None = None
 
 
 class StepDefinition(BaseModel):

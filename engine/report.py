@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from engine import models
 
 STATUS_STYLE = {
     "complete": "green",
@@ -18,8 +21,8 @@ STATUS_STYLE = {
 }
 
 
-def as_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, default=str, ensure_ascii=False)
+def as_json(report: models.SignalReport) -> str:
+    return report.model_dump_json()
 
 
 def _brief(value: Any, limit: int = 80) -> str:
@@ -27,31 +30,30 @@ def _brief(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(report: dict[str, Any], console: Console) -> None:
-    status = report["status"]
-    style = STATUS_STYLE.get(status, "")
-    title = f"{report['type']} signal {report['id']}"
-    if report.get("agent_name"):
-        title += f" → agent {report['agent_name']}"
-    console.print(f"[bold]{title}[/bold]: [{style}]{status}[/{style}]")
-    if report.get("error"):
-        console.print(f"  [red]error:[/red] {report['error']}")
-    session = report.get("session")
-    if not session:
+def render(report: models.SignalReport, console: Console) -> None:
+    style = STATUS_STYLE.get(report.status, "")
+    title = f"{report.type} signal {report.id}"
+    if report.agent_name:
+        title += f" → agent {report.agent_name}"
+    console.print(f"[bold]{title}[/bold]: [{style}]{report.status}[/{style}]")
+    if report.error:
+        console.print(f"  [red]error:[/red] {escape(report.error)}")
+    session = report.session
+    if session is None:
         return
     table = Table(show_header=True, header_style="bold", pad_edge=False)
     for column in ("#", "step", "type", "status", "ms", "output / error"):
         table.add_column(column, overflow="fold")
-    for result in session.get("step_results", []):
-        ok = result["status"] == "success"
+    for result in session.step_results:
+        ok = result.status == "success"
         table.add_row(
-            str(result["position"] + 1),
-            result["step_name"],
-            result["step_type"],
-            f"[{STATUS_STYLE[result['status']]}]{result['status']}[/]",
-            str(result["duration_ms"]),
-            _brief(result["output"]) if ok else f"[red]{result['error']}[/red]",
+            str(result.position + 1),
+            escape(result.step_name),
+            result.step_type,
+            f"[{STATUS_STYLE[result.status]}]{result.status}[/]",
+            str(result.duration_ms),
+            escape(_brief(result.output)) if ok else f"[red]{escape(result.error or '')}[/red]",
         )
     console.print(table)
-    if session["status"] == "success":
-        console.print(f"  output: {_brief(session.get('output'), 200)}")
+    if session.status == "success":
+        console.print(f"  output: {escape(_brief(session.output, 200))}")

@@ -26,10 +26,6 @@ class Counters:
     fyi: int = 0
 
 
-def step_failure_message(step: models.Step, error: str) -> str:
-    return f'step {step.position + 1} "{step.name}" ({step.type}) failed: {error}'
-
-
 class Runner:
     def __init__(self, store: Store, agents: AgentCache, executors: Mapping[str, StepExecutor]):
         self._store = store
@@ -70,35 +66,48 @@ class Runner:
                 error=f"agent {signal.agent_id} no longer exists; send it to an existing agent",
             )
             return
-        session = await self._store.start_session(signal.id)
-        with structlog.contextvars.bound_contextvars(session_id=str(session.id)):
+        session_id = signal.runtime_session_id
+        assert session_id is not None  # claim_signals opens the session of every run it claims
+        with structlog.contextvars.bound_contextvars(session_id=str(session_id)):
             log.info(
                 "run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts
             )
             context = StepContext(
                 signal_id=signal.id,
-                session_id=session.id,
+                session_id=session_id,
                 agent_id=agent.id,
                 owner_id=agent.owner_id,
             )
+            if not agent.steps:
+                await self._store.finish_signal(signal.id, output=signal.payload)
+                self._succeeded()
+                return
             value = signal.payload
-            for step in agent.steps:
-                outcome = await self._run_step(step, value, context)
+            last = len(agent.steps) - 1
+            for number, step in enumerate(agent.steps):
+                outcome = await self._run_step(step, value, context, last_step=number == last)
                 if not outcome.ok:
-                    assert outcome.error is not None
-                    message = step_failure_message(step, outcome.error)
-                    await self._store.finish_signal(signal.id, error=message)
+                    # The failing step's result ended the run: signal and session are `error`.
                     self.counters.runs_failed += 1
-                    log.info("run_failed", error=message)
+                    log.info("run_failed", step=step.name, error=outcome.error)
                     return
                 value = outcome.output
-            await self._store.finish_signal(signal.id, output=value)
-            self.counters.runs_succeeded += 1
-            log.info("run_succeeded")
+            self._succeeded()
+
+    def _succeeded(self) -> None:
+        self.counters.runs_succeeded += 1
+        log.info("run_succeeded")
 
     async def _run_step(
-        self, step: models.Step, step_input: models.JsonValue, context: StepContext
+        self,
+        step: models.Step,
+        step_input: models.JsonValue,
+        context: StepContext,
+        *,
+        last_step: bool,
     ) -> StepOutcome:
+        """Run one step and record its result; the result of the last step, or of a failing
+        one, also ends the run (one transaction: the watcher never sees a half-ended run)."""
         started_at = datetime.now(UTC)
         executor = self._executors.get(step.type)
         if executor is None:
@@ -127,6 +136,7 @@ class Runner:
             metadata=outcome.metadata,
             started_at=started_at,
             completed_at=completed_at,
+            finish=last_step or not outcome.ok,
         )
         log.info(
             "step_finished",

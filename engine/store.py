@@ -20,6 +20,7 @@ class Store:
         self.max_attempts = max_attempts
 
     async def claim_signals(self, limit: int) -> list[models.Signal]:
+        """Claimed signals; each run signal comes with its session already open."""
         rows = await self.transport.call(
             "claim_signals",
             {
@@ -41,12 +42,6 @@ class Store:
         )
         return {row["renew_leases"] for row in rows}
 
-    async def start_session(self, signal_id: UUID) -> models.RuntimeSession:
-        rows = await self.transport.call(
-            "start_session", {"p_signal_id": signal_id, "p_worker_id": self.worker_id}
-        )
-        return models.RuntimeSession.model_validate(rows[0])
-
     async def record_step_result(
         self,
         *,
@@ -59,7 +54,9 @@ class Store:
         metadata: dict[str, Any],
         started_at: datetime,
         completed_at: datetime,
+        finish: bool = False,
     ) -> None:
+        """Write a finished step; with `finish`, also end the run (see the SQL function)."""
         await self.transport.call(
             "record_step_result",
             {
@@ -76,6 +73,7 @@ class Store:
                 "p_completed_at": completed_at,
                 "p_logs": logs,
                 "p_metadata": Json(metadata),
+                "p_finish": finish,
             },
         )
 

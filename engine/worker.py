@@ -132,6 +132,9 @@ class Worker:
             await self._runner.run(signal)
         except errors.LeaseLost as exc:
             log.warning("lease_lost", signal_id=str(signal.id), error=str(exc))
+        except errors.NotFound as exc:
+            # Deleting an agent deletes its signals, this one included, mid-run.
+            log.warning("signal_deleted_while_running", signal_id=str(signal.id), error=str(exc))
         except asyncio.CancelledError:
             raise
         except Exception:

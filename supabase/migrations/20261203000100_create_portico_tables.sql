@@ -206,9 +206,13 @@ comment on column public.signals.seq is
 create index signals_agent_id_idx on public.signals (agent_id);
 create index signals_status_idx on public.signals (status);
 create index signals_created_by_idx on public.signals (created_by);
--- The claim reads each agent's queue head from here.
-create index signals_pending_queue_idx on public.signals (agent_id, seq)
-  where status = 'pending';
+-- The claim finds the agents with pending runs and each queue's head here, by index probes
+-- per agent, so its cost does not grow with the length of the queues.
+create index signals_pending_runs_idx on public.signals (agent_id, seq)
+  where status = 'pending' and type = 'run';
+-- sync and fyi signals belong to no queue; the claim takes them oldest first.
+create index signals_pending_untargeted_idx on public.signals (seq)
+  where status = 'pending' and type <> 'run';
 create index signals_expiring_leases_idx on public.signals (lease_expires_at)
   where status = 'processing';
 -- The per-agent FIFO invariant, enforced by the database and not only by the claim query:

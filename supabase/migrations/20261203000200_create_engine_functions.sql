@@ -15,6 +15,14 @@
 -- pending signal (lowest seq) of an active agent that has no run signal processing. The agent
 -- row, locked FOR NO KEY UPDATE SKIP LOCKED, is the queue's mutex: two claimers never examine
 -- one queue at once, and each check after the lock sees the latest committed state.
+--
+-- Claiming a run signal also opens its runtime session (running, linked from the signal), so
+-- a watcher sees the run start the moment it is claimed, and the engine spends no second
+-- round trip and no second write of the signal row on it.
+--
+-- Cost: the queues' heads are found by a loose index scan over signals_pending_runs_idx (two
+-- index probes per agent with pending runs), never by reading every pending signal, so a claim
+-- costs the same with ten signals waiting or a million.
 create or replace function public.claim_signals(
   p_worker_id text,
   p_limit integer default 10,
@@ -30,6 +38,8 @@ declare
   v_lease_until timestamptz := coalesce(p_now, clock_timestamp()) + make_interval(secs => p_lease_seconds);
   v_claimed integer := 0;
   v_agent_id uuid;
+  v_head_id uuid;
+  v_session_id uuid;
   v_signal public.signals;
 begin
   -- GUARD
@@ -56,38 +66,63 @@ begin
     v_claimed := v_claimed + 1;
     return next v_signal;
   end loop;
+  if v_claimed >= p_limit then
+    return;
+  end if;
 
   -- LOCK each ready queue, oldest head first, then MUTATE its head
   for v_agent_id in
+    with recursive queued (agent_id) as (
+      (select p.agent_id from public.signals p
+        where p.status = 'pending' and p.type = 'run'
+        order by p.agent_id
+        limit 1)
+      union all
+      select (select p.agent_id from public.signals p
+               where p.status = 'pending' and p.type = 'run' and p.agent_id > q.agent_id
+               order by p.agent_id
+               limit 1)
+        from queued q
+       where q.agent_id is not null
+    )
     select a.id
-      from (select distinct on (p.agent_id) p.agent_id, p.seq
-              from public.signals p
-             where p.status = 'pending' and p.type = 'run'
-             order by p.agent_id, p.seq) head
-      join public.agents a on a.id = head.agent_id
+      from queued q
+      join public.agents a on a.id = q.agent_id
      where a.is_active
        and not exists (select 1 from public.signals b
                         where b.agent_id = a.id and b.status = 'processing' and b.type = 'run')
-     order by head.seq
+     order by (select min(p.seq) from public.signals p
+                where p.agent_id = a.id and p.status = 'pending' and p.type = 'run')
        for no key update of a skip locked
   loop
-    exit when v_claimed >= p_limit;
     -- Re-check under the lock: a claimer that held it a moment ago may have taken this head.
     continue when exists (select 1 from public.signals b
                            where b.agent_id = v_agent_id and b.status = 'processing' and b.type = 'run');
+    select p.id into v_head_id
+      from public.signals p
+     where p.agent_id = v_agent_id and p.status = 'pending' and p.type = 'run'
+     order by p.seq
+     limit 1
+       for update;
+    continue when v_head_id is null;
+
+    -- Sessions are numbered by run, not by claim: a release refunds the claim's attempt, yet
+    -- the run it interrupted keeps its session.
+    insert into public.runtime_sessions (signal_id, agent_id, started_at, status, attempt, worker_id)
+    values (v_head_id, v_agent_id, v_now, 'running',
+            (select coalesce(max(r.attempt), 0) + 1
+               from public.runtime_sessions r where r.signal_id = v_head_id),
+            p_worker_id)
+    returning id into v_session_id;
+
     update public.signals s
        set status = 'processing', worker_id = p_worker_id, lease_expires_at = v_lease_until,
-           attempts = s.attempts + 1, claimed_at = v_now
-     where s.id = (select p.id from public.signals p
-                    where p.agent_id = v_agent_id and p.status = 'pending' and p.type = 'run'
-                    order by p.seq
-                    limit 1)
-       and s.status = 'pending'
+           attempts = s.attempts + 1, claimed_at = v_now, runtime_session_id = v_session_id
+     where s.id = v_head_id
     returning s.* into v_signal;
-    if found then
-      v_claimed := v_claimed + 1;
-      return next v_signal;
-    end if;
+    v_claimed := v_claimed + 1;
+    return next v_signal;
+    exit when v_claimed >= p_limit;
   end loop;
 end
 $$;
@@ -142,43 +177,57 @@ end
 $$;
 
 -- ============================================================================
--- start_session: open the runtime session of a claimed run signal and link it.
+-- Internal: end a held signal (the caller locked it) and its running session.
 -- ============================================================================
-create or replace function public.start_session(
-  p_signal_id uuid,
-  p_worker_id text,
-  p_now timestamptz default null
+-- p_error null → signal complete (session success, with p_output); otherwise signal and
+-- session error with that message. Ending a sync signal bumps the engine config epoch so
+-- every engine reloads agent definitions.
+create or replace function public.end_signal(
+  p_signal public.signals,
+  p_error text,
+  p_output jsonb,
+  p_now timestamptz
 )
-returns public.runtime_sessions
+returns public.signals
 language plpgsql volatile
 set search_path = ''
 as $$
 declare
-  v_signal public.signals := public.lock_held_signal(p_signal_id, p_worker_id);
-  v_session public.runtime_sessions;
+  v_signal public.signals;
 begin
-  if v_signal.type <> 'run' then
-    raise exception 'signal % is a % signal; only run signals have sessions', p_signal_id, v_signal.type
-      using errcode = 'invalid_parameter_value';
+  if p_signal.runtime_session_id is not null then
+    update public.runtime_sessions
+       set status = case when p_error is null then 'success' else 'error' end,
+           error = p_error,
+           output = case when p_error is null then p_output end,
+           completed_at = p_now
+     where id = p_signal.runtime_session_id and status = 'running';
   end if;
 
-  -- Sessions are numbered by run, not by claim: a release refunds the claim's attempt, yet
-  -- the run it interrupted keeps its session. The signal row is locked, so no race.
-  insert into public.runtime_sessions (signal_id, agent_id, started_at, status, attempt, worker_id)
-  values (v_signal.id, v_signal.agent_id, coalesce(p_now, clock_timestamp()), 'running',
-          (select coalesce(max(r.attempt), 0) + 1
-             from public.runtime_sessions r where r.signal_id = v_signal.id),
-          p_worker_id)
-  returning * into v_session;
+  if p_signal.type = 'sync' and p_error is null then
+    update public.engine_config set epoch = epoch + 1;
+    perform pg_notify('portico_config', '');
+  end if;
 
-  update public.signals set runtime_session_id = v_session.id where id = v_signal.id;
-  return v_session;
+  update public.signals
+     set status = case when p_error is null then 'complete' else 'error' end,
+         error = p_error,
+         completed_at = p_now,
+         lease_expires_at = null
+   where id = p_signal.id
+  returning * into v_signal;
+  return v_signal;
 end
 $$;
 
 -- ============================================================================
 -- record_step_result: write one finished step of a running session.
 -- ============================================================================
+-- With p_finish (the engine passes it for the last step, and for a failing one, which halts
+-- the run) the same transaction also ends the run: complete with p_output as the session's
+-- output, or, when the step failed, error with a message naming the step and the cause. So a
+-- watcher never sees every step done and the session still running, and the engine spends
+-- one round trip, not two.
 create or replace function public.record_step_result(
   p_session_id uuid,
   p_worker_id text,
@@ -192,7 +241,8 @@ create or replace function public.record_step_result(
   p_started_at timestamptz,
   p_completed_at timestamptz,
   p_logs text default '',
-  p_metadata jsonb default '{}'::jsonb
+  p_metadata jsonb default '{}'::jsonb,
+  p_finish boolean default false
 )
 returns public.step_results
 language plpgsql volatile
@@ -200,6 +250,7 @@ set search_path = ''
 as $$
 declare
   v_session public.runtime_sessions;
+  v_signal public.signals;
   v_result public.step_results;
 begin
   -- GUARD: the session is running and its signal is still ours.
@@ -207,12 +258,13 @@ begin
   if not found then
     raise exception 'runtime session % does not exist', p_session_id using errcode = 'PT404';
   end if;
-  perform public.lock_held_signal(v_session.signal_id, p_worker_id);
+  v_signal := public.lock_held_signal(v_session.signal_id, p_worker_id);
   if v_session.status <> 'running' then
     raise exception 'runtime session % is already %', p_session_id, v_session.status
       using errcode = 'PT409', hint = 'Its signal was reclaimed or released; stop working on it.';
   end if;
 
+  -- MUTATE
   insert into public.step_results (
     session_id, step_id, position, step_name, step_type, status, started_at, completed_at,
     duration_ms, input, output, error, logs, metadata)
@@ -224,6 +276,20 @@ begin
     p_input, case when p_error is null then p_output end, p_error,
     coalesce(p_logs, ''), coalesce(p_metadata, '{}'::jsonb))
   returning * into v_result;
+
+  if p_finish then
+    -- Steps run in order, one result each: this step's number in the run is the count of
+    -- results so far (positions need not be 0, 1, 2, …).
+    perform public.end_signal(
+      v_signal,
+      case when p_error is not null then
+        format('step %s "%s" (%s) failed: %s',
+               (select count(*) from public.step_results r where r.session_id = p_session_id),
+               p_step_name, p_step_type, p_error)
+      end,
+      p_output,
+      clock_timestamp());
+  end if;
   return v_result;
 end
 $$;
@@ -231,9 +297,8 @@ $$;
 -- ============================================================================
 -- finish_signal: end a claimed signal, and its running session if it has one.
 -- ============================================================================
--- p_error null → signal complete (session success, with p_output); otherwise signal and
--- session error with that message. Finishing a sync signal bumps the engine config epoch so
--- every engine reloads agent definitions.
+-- For sync and fyi signals, for runs of agents without steps, and for runs that end before a
+-- step (their agent was deleted): see end_signal for what p_error and p_output mean.
 create or replace function public.finish_signal(
   p_signal_id uuid,
   p_worker_id text,
@@ -242,36 +307,11 @@ create or replace function public.finish_signal(
   p_now timestamptz default null
 )
 returns public.signals
-language plpgsql volatile
+language sql volatile
 set search_path = ''
 as $$
-declare
-  v_now timestamptz := coalesce(p_now, clock_timestamp());
-  v_signal public.signals := public.lock_held_signal(p_signal_id, p_worker_id);
-begin
-  if v_signal.runtime_session_id is not null then
-    update public.runtime_sessions
-       set status = case when p_error is null then 'success' else 'error' end,
-           error = p_error,
-           output = case when p_error is null then p_output end,
-           completed_at = v_now
-     where id = v_signal.runtime_session_id and status = 'running';
-  end if;
-
-  if v_signal.type = 'sync' and p_error is null then
-    update public.engine_config set epoch = epoch + 1;
-    perform pg_notify('portico_config', '');
-  end if;
-
-  update public.signals
-     set status = case when p_error is null then 'complete' else 'error' end,
-         error = p_error,
-         completed_at = v_now,
-         lease_expires_at = null
-   where id = p_signal_id
-  returning * into v_signal;
-  return v_signal;
-end
+  select public.end_signal(public.lock_held_signal(p_signal_id, p_worker_id), p_error, p_output,
+                           coalesce(p_now, clock_timestamp()))
 $$;
 
 -- ============================================================================

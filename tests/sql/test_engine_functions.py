@@ -80,11 +80,6 @@ def test_renew_leases_extends_and_returns_only_the_leases_the_worker_holds(
     assert signal_row(admin, finished)["lease_expires_at"] is None
 
 
-def _start(engine: Engine, signal_id: uuid.UUID, session_id: uuid.UUID) -> object:
-    del session_id
-    return engine.start_session(signal_id, "w1")
-
-
 def _record(engine: Engine, signal_id: uuid.UUID, session_id: uuid.UUID) -> object:
     del signal_id
     return engine.record_step(session_id, "w1", 1, output=1)
@@ -96,7 +91,6 @@ def _finish(engine: Engine, signal_id: uuid.UUID, session_id: uuid.UUID) -> obje
 
 
 ENGINE_WRITES: dict[str, Callable[[Engine, uuid.UUID, uuid.UUID], object]] = {
-    "start_session": _start,
     "record_step_result": _record,
     "finish_signal": _finish,
 }
@@ -113,7 +107,7 @@ def test_worker_that_no_longer_holds_its_signal_gets_pt409(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     if lost_by == "reclaimed_and_claimed_by_another":
         engine.reclaim(now=_db_now(admin) + timedelta(minutes=5))
         engine.claim("w2")
@@ -147,25 +141,27 @@ def test_engine_functions_name_a_missing_signal_or_session_with_pt404(engine: En
 # ---------------------------------------------------------------------------------------------
 
 
-def test_start_session_opens_a_running_session_and_links_it_to_the_signal(
+def test_claiming_a_run_opens_its_running_session_and_links_it(
     admin: Conn, engine: Engine, agent_id: uuid.UUID
 ) -> None:
     signal_id = send_signal(admin, agent_id)
-    engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    [claimed] = engine.claim("w1")
+    session = engine.session_of(signal_id)
 
+    assert claimed["runtime_session_id"] == session["id"]
     assert session["status"] == "running" and session["completed_at"] is None
     assert (session["signal_id"], session["agent_id"]) == (signal_id, agent_id)
     assert (session["attempt"], session["worker_id"]) == (1, "w1")
-    assert signal_row(admin, signal_id)["runtime_session_id"] == session["id"]
+    assert session["started_at"] == claimed["claimed_at"]
 
 
-def test_start_session_refuses_a_signal_that_is_not_a_run(admin: Conn, engine: Engine) -> None:
-    signal_id = send_signal(admin, None, type="fyi")
-    engine.claim("w1")
-    with pytest.raises(errors.InvalidParameterValue) as exc:
-        engine.start_session(signal_id, "w1")
-    assert "only run signals have sessions" in str(exc.value)
+def test_claiming_sync_and_fyi_signals_opens_no_session(admin: Conn, engine: Engine) -> None:
+    ids = {send_signal(admin, None, type=kind) for kind in ("sync", "fyi")}
+    claimed = engine.claim("w1")
+
+    assert {row["id"] for row in claimed} == ids
+    assert all(row["runtime_session_id"] is None for row in claimed)
+    assert admin.execute("select count(*) as n from public.runtime_sessions").fetchone() == {"n": 0}
 
 
 def test_record_step_result_derives_status_and_duration(
@@ -173,7 +169,7 @@ def test_record_step_result_derives_status_and_duration(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     started = datetime.fromisoformat("2030-01-01T00:00:00+00:00")
     row = engine.conn.execute(
         "select * from public.record_step_result(p_session_id => %s, p_worker_id => 'w1',"
@@ -202,7 +198,7 @@ def test_finish_with_error_keeps_the_earlier_step_results(
 ) -> None:
     signal_id = send_signal(admin, agent_id, payload=1)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.record_step(session["id"], "w1", 0, step_input=1, output=2)
     engine.record_step(session["id"], "w1", 1, step_input=2, output=3)
     engine.record_step(session["id"], "w1", 2, step_input=3, error="ZeroDivisionError")
@@ -221,12 +217,51 @@ def test_finish_with_error_keeps_the_earlier_step_results(
     ]
 
 
+def test_the_last_step_result_can_end_the_run_in_the_same_transaction(
+    admin: Conn, engine: Engine, agent_id: uuid.UUID
+) -> None:
+    signal_id = send_signal(admin, agent_id, payload=1)
+    engine.claim("w1")
+    session = engine.session_of(signal_id)
+    engine.record_step(session["id"], "w1", 0, step_input=1, output=2)
+    assert signal_row(admin, signal_id)["status"] == "processing", "only finish ends the run"
+    engine.record_step(session["id"], "w1", 1, step_input=2, output={"n": 3}, finish=True)
+
+    row = signal_row(admin, signal_id)
+    assert (row["status"], row["error"], row["lease_expires_at"]) == ("complete", None, None)
+    ended = _session(admin, session["id"])
+    assert (ended["status"], ended["output"], ended["error"]) == ("success", {"n": 3}, None)
+    assert ended["completed_at"] == row["completed_at"]
+
+
+def test_a_failing_step_result_ends_the_run_naming_the_step_by_its_number_in_the_run(
+    admin: Conn, engine: Engine, agent_id: uuid.UUID
+) -> None:
+    signal_id = send_signal(admin, agent_id, payload=1)
+    engine.claim("w1")
+    session = engine.session_of(signal_id)
+    # Positions need not be consecutive; the message counts steps as they ran.
+    engine.record_step(session["id"], "w1", 10, step_input=1, output=2)
+    engine.record_step(session["id"], "w1", 20, step_input=2, error="KeyError: 'sku'", finish=True)
+
+    message = "step 2 \"step-20\" (python) failed: KeyError: 'sku'"
+    row = signal_row(admin, signal_id)
+    assert (row["status"], row["error"]) == ("error", message)
+    ended = _session(admin, session["id"])
+    assert (ended["status"], ended["error"], ended["output"]) == ("error", message, None)
+    results = _results(admin, session["id"])
+    assert [(r["status"], r["output"]) for r in results] == [("success", 2), ("error", None)]
+    with pytest.raises(psycopg.Error) as exc:
+        engine.record_step(session["id"], "w1", 30, output=3)
+    assert exc.value.sqlstate == "PT409", "an ended run takes no more results"
+
+
 def test_one_result_per_step_position_per_session(
     admin: Conn, engine: Engine, agent_id: uuid.UUID
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.record_step(session["id"], "w1", 0, output=1)
     with pytest.raises(errors.UniqueViolation) as exc:
         engine.record_step(session["id"], "w1", 0, output=2)
@@ -253,7 +288,7 @@ def test_reclaim_requeues_an_expired_lease_and_counts_the_attempt(
     signal_id = send_signal(admin, agent_id)
     later = send_signal(admin, agent_id)
     engine.claim("w1", lease_seconds=30)
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
 
     assert engine.reclaim(now=_db_now(admin) + timedelta(seconds=31)) == {signal_id: "pending"}
 
@@ -264,7 +299,7 @@ def test_reclaim_requeues_an_expired_lease_and_counts_the_attempt(
     assert "w1 stopped renewing its lease during attempt 1" in ended["error"]
     [again] = engine.claim("w2")
     assert (again["id"], again["attempts"]) == (signal_id, 2), "the queue head must run first"
-    second = engine.start_session(signal_id, "w2")
+    second = engine.session_of(signal_id)
     assert second["attempt"] == 2 and second["id"] != session["id"]
     assert later not in {r["id"] for r in engine.claim("w3")}
 
@@ -277,7 +312,7 @@ def test_reclaim_gives_up_after_max_attempts_saying_so(
     for attempt in range(1, 4):
         [claimed] = engine.claim(f"w{attempt}", lease_seconds=1)
         assert claimed["attempts"] == attempt
-        engine.start_session(signal_id, f"w{attempt}")
+        engine.session_of(signal_id)
         outcomes.append(
             engine.reclaim(max_attempts=3, now=_db_now(admin) + timedelta(minutes=1))[signal_id]
         )
@@ -302,7 +337,7 @@ def test_release_requeues_at_once_and_refunds_the_attempt(
     other = send_signal(admin, create_agent(admin))
     engine.claim("w1", limit=1)
     engine.claim("w2", limit=1)
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
 
     assert engine.release("w1", [signal_id, other]) == [signal_id]
 
@@ -314,7 +349,7 @@ def test_release_requeues_at_once_and_refunds_the_attempt(
     [again] = engine.claim("w3")
     assert (again["id"], again["attempts"]) == (signal_id, 1)
     # The refunded attempt number is taken again, yet the released run keeps its session.
-    rerun = engine.start_session(signal_id, "w3")
+    rerun = engine.session_of(signal_id)
     assert rerun["id"] != session["id"] and rerun["status"] == "running"
     assert _session(admin, session["id"])["status"] == "error"
 
@@ -452,7 +487,7 @@ def test_signal_report_holds_the_session_and_its_results_in_order(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.record_step(session["id"], "w1", 1, output="b")
     engine.record_step(session["id"], "w1", 0, output="a")
     engine.finish(signal_id, "w1", output="b")
@@ -471,7 +506,7 @@ def test_deleting_an_agent_removes_its_signals_and_runs(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.record_step(session["id"], "w1", 0, output=1)
     engine.finish(signal_id, "w1")
     send_signal(admin, agent_id)

@@ -39,7 +39,7 @@ def test_signal_goes_pending_processing_complete_through_the_engine(
 
     [claimed] = engine.claim("w1")
     assert (claimed["id"], claimed["status"]) == (signal_id, "processing")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.record_step(session["id"], "w1", 0, step_input={"n": 1}, output={"n": 2})
     finished = engine.finish(signal_id, "w1", output={"n": 2})
 
@@ -61,7 +61,7 @@ def test_signal_goes_pending_processing_error_through_the_engine(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     finished = engine.finish(signal_id, "w1", error='step "step-0" failed: ValueError: bad')
 
     assert (finished["status"], finished["error"]) == (
@@ -182,7 +182,7 @@ def test_ended_session_never_changes_status(
 ) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     engine.finish(signal_id, "w1", error="boom" if terminal == "error" else None)
 
     with pytest.raises(errors.CheckViolation) as exc:
@@ -197,7 +197,7 @@ def test_ended_session_never_changes_status(
 def test_running_session_may_end_once(admin: Conn, engine: Engine, agent_id: uuid.UUID) -> None:
     signal_id = send_signal(admin, agent_id)
     engine.claim("w1")
-    session = engine.start_session(signal_id, "w1")
+    session = engine.session_of(signal_id)
     admin.execute(
         "update public.runtime_sessions set status = 'success', completed_at = now() where id = %s",
         (session["id"],),
@@ -222,9 +222,8 @@ EDITS = {
 def test_updated_at_is_kept_by_trigger(
     admin: Conn, engine: Engine, agent_id: uuid.UUID, table: str
 ) -> None:
-    signal_id = send_signal(admin, agent_id)
-    engine.claim("w1")
-    engine.start_session(signal_id, "w1")
+    send_signal(admin, agent_id)
+    engine.claim("w1")  # opens a session too, so every table has a row to edit
     name = sql.Identifier("public", table)
     latest = sql.SQL("select max(updated_at) as t from {}").format(name)
     before = admin.execute(latest).fetchone()

@@ -55,8 +55,8 @@ def _run_everything(engine: Engine) -> None:
     while rows := engine.claim("w1", limit=10):
         for row in rows:
             if row["type"] == "run":
-                session = engine.start_session(row["id"], "w1")
-                engine.record_step(session["id"], "w1", 0, step_input={}, output="done")
+                session_id = row["runtime_session_id"]
+                engine.record_step(session_id, "w1", 0, step_input={}, output="done")
             engine.finish(row["id"], "w1", output="done")
 
 
@@ -506,7 +506,6 @@ ENGINE_CALLS = {
     "claim_signals": "select * from public.claim_signals(p_worker_id => 'w')",
     "renew_leases": f"select * from public.renew_leases('w', array[{ZERO}])",
     "lock_held_signal": f"select * from public.lock_held_signal({ZERO}, 'w')",
-    "start_session": f"select * from public.start_session({ZERO}, 'w')",
     "record_step_result": (
         f"select * from public.record_step_result({ZERO}, 'w', 0, null, 's', 'python',"
         " null, null, null, now(), now())"

@@ -118,7 +118,6 @@ VOLATILITY = {
         [
             "claim_signals",
             "renew_leases",
-            "start_session",
             "record_step_result",
             "finish_signal",
             "release_signals",

@@ -181,12 +181,14 @@ class Engine:
         ).fetchall()
         return {r["id"] for r in rows}
 
-    def start_session(self, signal_id: uuid.UUID, worker: str) -> dict[str, Any]:
+    def session_of(self, signal_id: uuid.UUID) -> dict[str, Any]:
+        """The session the claim opened for a run signal (its runtime_session_id)."""
         row = self.conn.execute(
-            "select * from public.start_session(p_signal_id => %s, p_worker_id => %s)",
-            (signal_id, worker),
+            "select r.* from public.runtime_sessions r"
+            " join public.signals s on s.runtime_session_id = r.id where s.id = %s",
+            (signal_id,),
         ).fetchone()
-        assert row is not None
+        assert row is not None, f"signal {signal_id} has no session"
         return dict(row)
 
     def record_step(
@@ -199,12 +201,14 @@ class Engine:
         error: str | None = None,
         step_input: Any = None,
         step_id: uuid.UUID | None = None,
+        finish: bool = False,
     ) -> dict[str, Any]:
         row = self.conn.execute(
             "select * from public.record_step_result(p_session_id => %s, p_worker_id => %s,"
             " p_position => %s, p_step_id => %s, p_step_name => %s, p_step_type => 'python',"
             " p_input => %s, p_output => %s, p_error => %s,"
-            " p_started_at => clock_timestamp(), p_completed_at => clock_timestamp())",
+            " p_started_at => clock_timestamp(), p_completed_at => clock_timestamp(),"
+            " p_finish => %s)",
             (
                 session_id,
                 worker,
@@ -214,6 +218,7 @@ class Engine:
                 jsonb_or_null(step_input),
                 jsonb_or_null(output),
                 error,
+                finish,
             ),
         ).fetchone()
         assert row is not None
