@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from engine import models
 from engine.db import migrate
 from tests.support.sql import Conn
 
@@ -150,3 +153,20 @@ def test_service_role_bypasses_rls_and_api_roles_do_not(module_admin: Conn) -> N
         "authenticated": False,
         "service_role": True,
     }
+
+
+ROW_MODELS = {
+    "signals": models.Signal,
+    "runtime_sessions": models.RuntimeSession,
+    "step_results": models.StepResult,
+}
+
+
+@pytest.mark.parametrize("table", list(ROW_MODELS))
+def test_row_models_mirror_their_tables_column_for_column(module_admin: Conn, table: str) -> None:
+    rows = module_admin.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = 'public' and table_name = %s",
+        (table,),
+    ).fetchall()
+    assert set(ROW_MODELS[table].model_fields) == {r["column_name"] for r in rows}
