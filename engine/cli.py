@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine import agent_files, client, errors, models, report
 from engine.app import configure_logging, open_engine, resolve_database_url
@@ -35,6 +37,7 @@ DatabaseUrl = Annotated[
     ),
 ]
 out = Console()
+T = TypeVar("T")
 
 
 def settings_for(database_url: str | None, **overrides: Any) -> Settings:
@@ -47,8 +50,16 @@ def settings_for(database_url: str | None, **overrides: Any) -> Settings:
 
 
 def fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code=2)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; Portico's own errors end it with their message, exit 2."""
+    try:
+        return asyncio.run(main)
+    except (errors.PorticoError, TimeoutError) as exc:
+        raise fail(str(exc)) from exc
 
 
 @app.command()
@@ -72,10 +83,7 @@ def run(
             finally:
                 remove()
 
-    try:
-        asyncio.run(main())
-    except errors.PorticoError as exc:
-        raise fail(str(exc)) from exc
+    run_async(main())
 
 
 @app.command()
@@ -125,16 +133,13 @@ def agents_apply(
             for definition in definitions:
                 agent_id = await store.apply_agent(definition)
                 out.print(
-                    f"applied agent [bold]{definition.name}[/bold] "
+                    f"applied agent [bold]{escape(definition.name)}[/bold] "
                     f"({len(definition.steps)} steps) id={agent_id}"
                 )
         finally:
             await transport.close()
 
-    try:
-        asyncio.run(main())
-    except errors.PorticoError as exc:
-        raise fail(str(exc)) from exc
+    run_async(main())
 
 
 @agents_app.command("list")
@@ -155,9 +160,10 @@ def agents_list(database_url: DatabaseUrl = None) -> None:
         for row in rows:
             state = "active" if row["is_active"] else "inactive"
             owner = row["owner_id"] or "shared"
-            out.print(f"{row['name']:<28} {row['id']}  {row['steps']} steps  {state}  {owner}")
+            name = escape(row["name"])
+            out.print(f"{name:<28} {row['id']}  {row['steps']} steps  {state}  {owner}")
 
-    asyncio.run(main())
+    run_async(main())
 
 
 @signal_app.command("send")
@@ -200,11 +206,7 @@ def signal_send(
             out.print(f"sent {signal_type.value} signal {signal_id}")
         return 1 if wait and result.status is models.SignalStatus.ERROR else 0
 
-    try:
-        code = asyncio.run(main())
-    except (errors.PorticoError, TimeoutError) as exc:
-        raise fail(str(exc)) from exc
-    raise typer.Exit(code=code)
+    raise typer.Exit(code=run_async(main()))
 
 
 @app.command()
@@ -220,10 +222,7 @@ def demo(
     from engine import demo as demo_module
 
     settings = settings_for(None)
-    try:
-        asyncio.run(demo_module.run_demo(settings, examples_dir, out, serve=serve))
-    except errors.PorticoError as exc:
-        raise fail(str(exc)) from exc
+    run_async(demo_module.run_demo(settings, examples_dir, out, serve=serve))
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from engine import errors, models
-from engine.transports.postgres import translate
+from engine.db import target
+from engine.transports.postgres import assume_role, translate
 
 FIND_AGENT = """
 select id, name, owner_id, is_active from public.agents
@@ -33,11 +34,13 @@ TERMINAL = {models.SignalStatus.COMPLETE, models.SignalStatus.ERROR}
 
 
 async def connect(database_url: str, role: str | None) -> psycopg.AsyncConnection[Any]:
-    conn = await psycopg.AsyncConnection.connect(
-        database_url, autocommit=True, row_factory=dict_row
-    )
-    if role:
-        await conn.execute(psycopg.sql.SQL("set role {}").format(psycopg.sql.Identifier(role)))
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, row_factory=dict_row, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise target.unreachable(database_url, exc) from exc
+    await assume_role(conn, role)
     return conn
 
 

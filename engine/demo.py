@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
+from rich.markup import escape
 
 from engine import agent_files, client, errors, models, report, shutdown
 from engine.app import open_engine, resolve_database_url
@@ -52,9 +53,8 @@ async def run_demo(settings: Settings, examples: Path, console: Console, *, serv
     async with open_engine(settings, database_url=url) as engine:
         for definition in definitions:
             await engine.store.apply_agent(definition)
-            console.print(
-                f"applied agent [bold]{definition.name}[/bold] ({len(definition.steps)} steps)"
-            )
+            name, count = escape(definition.name), len(definition.steps)
+            console.print(f"applied agent [bold]{name}[/bold] ({count} steps)")
         engine_task = asyncio.create_task(engine.worker.run())
         remove = shutdown.install(engine.worker.stop)
         try:

@@ -2,6 +2,7 @@
 
 PorticoError
 ├── ConfigurationError      settings or files that cannot work; says which and how to fix
+├── DatabaseUnavailable     the database cannot be reached; says where and what to check
 ├── DatabaseError           a database call failed for a reason other than those below
 │   ├── LeaseLost           the worker no longer holds the signal (SQLSTATE PT409)
 │   └── NotFound            the row a call names does not exist (SQLSTATE PT404)
@@ -17,6 +18,10 @@ class PorticoError(Exception):
 
 class ConfigurationError(PorticoError):
     """A setting, file or environment that cannot work."""
+
+
+class DatabaseUnavailable(PorticoError):
+    """The database cannot be reached (refused, unknown host, bad credentials, timeout)."""
 
 
 class DatabaseError(PorticoError):

@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 import structlog
 
+from engine.db import target
+
 log = structlog.get_logger(__name__)
 
 MIGRATION_NAME = re.compile(r"^(?P<version>[0-9]{14})_(?P<name>.+)\.sql$")
@@ -95,7 +97,11 @@ def migrate(
     """Apply pending migrations; returns those applied now. Each migration is one transaction."""
     migrations = discover(migrations_dir or default_migrations_dir())
     applied_now: list[Migration] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(database_url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise target.unreachable(database_url, exc) from exc
+    with conn:
         conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             if bootstrap is Bootstrap.ALWAYS or (

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from engine import errors
+from engine.db import target
 from engine.transports.base import CONFIG_CHANNEL, WAKEUP_CHANNEL, Json, Row, WakeupHandler
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,20 @@ def translate(exc: psycopg.Error) -> errors.DatabaseError:
     return kind(message, sqlstate=exc.sqlstate, hint=diag.message_hint)
 
 
+async def assume_role(conn: psycopg.AsyncConnection[Any], role: str | None) -> None:
+    """`set role`, so the connection has exactly the rights `role` has over the API."""
+    if not role:
+        return
+    try:
+        await conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+    except psycopg.Error as exc:
+        raise errors.ConfigurationError(
+            f"cannot assume database role {role!r}: {exc.diag.message_primary}. "
+            "Connect as a role that is a member of it (on Supabase: postgres), "
+            "or set PORTICO_DB_ROLE='' to keep the login role"
+        ) from exc
+
+
 class PostgresTransport:
     def __init__(self, database_url: str, *, role: str | None, pool_size: int = 10):
         self._url = database_url
@@ -46,17 +61,21 @@ class PostgresTransport:
         self._queries: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if self._role:
-            try:
-                await conn.execute(sql.SQL("set role {}").format(sql.Identifier(self._role)))
-            except psycopg.Error as exc:
-                raise errors.ConfigurationError(
-                    f"cannot assume database role {self._role!r}: {exc.diag.message_primary}. "
-                    "Connect as a role that is a member of it (on Supabase: postgres), "
-                    "or set PORTICO_DB_ROLE='' to keep the login role"
-                ) from exc
+        await assume_role(conn, self._role)
 
     async def open(self) -> None:
+        """Connect, or raise DatabaseUnavailable / ConfigurationError saying why.
+
+        One direct connection first: the pool would retry a refused connection or a role it
+        cannot assume until its timeout and then report only that it timed out."""
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=10
+            )
+        except psycopg.OperationalError as exc:
+            raise target.unreachable(self._url, exc) from exc
+        async with probe:
+            await self._configure(probe)
         await self._pool.open(wait=True, timeout=15)
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,15 @@ from tests.support.engine import EngineProcess
 REPO = Path(__file__).resolve().parents[2]
 
 
-def portico(database_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "PORTICO_LOG_FORMAT": "json"}
+def portico(
+    database_url: str, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORTICO_LOG_FORMAT": "json",
+        **(extra_env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
         cwd=REPO,
@@ -92,3 +100,30 @@ def test_fyi_without_wait_prints_the_signal_id(database_url: str) -> None:
     sent = portico(database_url, "signal", "send", "--type", "fyi", "--payload", '{"a": 1}')
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.startswith("sent fyi signal ")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["migrate"], ["agents", "list"], ["signal", "send", "--type", "fyi"]]
+)
+def test_an_unreachable_database_is_named_without_its_password(command: list[str]) -> None:
+    url = f"postgresql://bob:hunter2@127.0.0.1:{_closed_port()}/shop"
+    result = portico(url, *command)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert "cannot connect to PostgreSQL at bob@127.0.0.1:" in said and "/shop" in said
+    assert "Connection refused" in said and "DATABASE_URL" in said
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_role_the_engine_cannot_assume_is_a_clear_error(database_url: str) -> None:
+    result = portico(database_url, "run", extra_env={"PORTICO_DB_ROLE": "no_such_role"})
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert "cannot assume database role 'no_such_role'" in said and "PORTICO_DB_ROLE" in said
