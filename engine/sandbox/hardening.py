@@ -40,9 +40,19 @@ def make_engine_non_dumpable() -> bool:
 
 
 def worker_identity(sandbox_user: str | None) -> tuple[int, int] | None:
-    """(uid, gid) the workers drop to: only when the engine runs as root and a user is set."""
-    if os.geteuid() != 0 or not sandbox_user:
+    """(uid, gid) the workers drop to when the engine runs as root; None otherwise (workers
+    then run as the engine's own user, shielded from it by the engine being non-dumpable).
+
+    A root worker would keep the capabilities that read any process's memory, so root with
+    no sandbox user is refused."""
+    if os.geteuid() != 0:
         return None
+    if not sandbox_user:
+        raise ValueError(
+            "the engine runs as root and sandbox_user is not set, so sandbox workers would run "
+            "as root and could read the engine's memory; set PORTICO_SANDBOX__SANDBOX_USER to "
+            "an unprivileged user (the default is nobody)"
+        )
     try:
         entry = pwd.getpwnam(sandbox_user)
     except KeyError:

@@ -103,6 +103,8 @@ class WorkerProcess:
         self.peak_rss_kb = 0
         self.boot_ms = 0.0
         self.last_used = time.monotonic()
+        self._reaping: asyncio.Task[int | None] | None = None
+        self._stderr = b""
 
     @classmethod
     async def spawn(
@@ -215,20 +217,37 @@ class WorkerProcess:
         return Reply(None, error, str(kind), logs, duration, cached)
 
     async def kill(self) -> int | None:
-        """SIGKILL the worker's process group and reap it. Idempotent."""
+        """SIGKILL the worker's process group, drain its pipes and reap it. Idempotent, and
+        safe to call from several coroutines at once (they share one reaping)."""
         if self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+        if self._reaping is None:
+            self._reaping = asyncio.get_running_loop().create_task(self._reap())
+        return await asyncio.shield(self._reaping)
+
+    async def _reap(self) -> int | None:
+        # asyncio's wait() returns only once every pipe has reached end of file, and it stops
+        # reading a pipe whose buffer is full: a worker that filled stdout or stderr would
+        # never be reaped. The worker is dead, so what is left in the pipes is bounded.
+        _, self._stderr = await asyncio.gather(
+            _drain(self._process.stdout, 0), _drain(self._process.stderr, STDERR_TAIL_CHARS)
+        )
         return await self._process.wait()
 
     async def stderr_tail(self) -> str:
         """The end of what a dead worker wrote on stderr (boot and crash diagnostics)."""
-        stderr = self._process.stderr
-        if stderr is None or self.alive:
+        if self.alive:
             return ""
-        try:
-            async with asyncio.timeout(1.0):
-                data = await stderr.read()
-        except (TimeoutError, OSError):
-            return ""
-        return data.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
+        await self.kill()
+        return self._stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
+
+
+async def _drain(stream: asyncio.StreamReader | None, keep: int) -> bytes:
+    """Read a dead worker's pipe to its end; the last `keep` bytes of it."""
+    tail = b""
+    if stream is None:
+        return tail
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-keep:] if keep else tail
+    return tail

@@ -47,7 +47,8 @@ class SandboxSettings(BaseModel):
     max_open_files: Annotated[int, Field(ge=8)] = 32
 
     sandbox_user: str | None = "nobody"
-    """User the workers run as when the engine runs as root (ignored otherwise)."""
+    """User the workers run as when the engine runs as root (required then; ignored when the
+    engine runs as another user, whose workers keep that user)."""
     seccomp: bool = True
     """Install the syscall filter in workers (Linux x86_64/aarch64); workers refuse to start
     if it cannot be installed."""
@@ -60,8 +61,11 @@ class SandboxSettings(BaseModel):
     def _consistent(self) -> SandboxSettings:
         if self.default_timeout_ms > self.max_timeout_ms:
             raise ValueError("default_timeout_ms must not exceed max_timeout_ms")
-        if self.max_workers < max(self.pool_size, self.max_workers_per_tenant):
-            raise ValueError("max_workers must be at least pool_size and max_workers_per_tenant")
+        if self.max_workers < self.pool_size:
+            raise ValueError("max_workers must be at least pool_size")
+        if self.max_workers <= self.max_workers_per_tenant:
+            # Otherwise one owner could hold every worker and starve all the others.
+            raise ValueError("max_workers must be larger than max_workers_per_tenant")
         return self
 
     def timeout_ms(self, requested: int | None) -> int:

@@ -34,6 +34,11 @@ from typing import Any
 Members = dict[str, Any]
 
 
+class ModuleFacade(types.SimpleNamespace):
+    """A module as step code sees it: chosen members only, made fresh for each execution.
+    Its own type, so that errors about it name it."""
+
+
 def _pick(module: Any, names: str) -> Members:
     return {name: getattr(module, name) for name in names.split()}
 
@@ -183,20 +188,20 @@ def _random_members() -> Members:
     return members
 
 
-def build(name: str, made: dict[str, types.SimpleNamespace]) -> types.SimpleNamespace:
+def build(name: str, made: dict[str, ModuleFacade]) -> ModuleFacade:
     """The facade for `name`, made once per execution (cached in `made`)."""
     facade = made.get(name)
     if facade is not None:
         return facade
     if name == "random":
-        facade = types.SimpleNamespace(**_random_members())
+        facade = ModuleFacade(**_random_members())
     elif name == "urllib":
-        facade = types.SimpleNamespace(parse=build("urllib.parse", made))
+        facade = ModuleFacade(parse=build("urllib.parse", made))
     else:
         if name == "decimal":
             # Arithmetic uses the thread's context: start every execution from the default.
             decimal.setcontext(decimal.Context())
-        facade = types.SimpleNamespace(**STATIC[name])
+        facade = ModuleFacade(**STATIC[name])
     made[name] = facade
     return facade
 
@@ -209,7 +214,7 @@ def unavailable(name: str) -> ImportError:
     )
 
 
-def import_hook(made: dict[str, types.SimpleNamespace]) -> Callable[..., Any]:
+def import_hook(made: dict[str, ModuleFacade]) -> Callable[..., Any]:
     """`__import__` for one execution: resolves only to facades."""
 
     def facade_import(
@@ -218,7 +223,7 @@ def import_hook(made: dict[str, types.SimpleNamespace]) -> Callable[..., Any]:
         locals: Any = None,
         fromlist: Any = (),
         level: int = 0,
-    ) -> types.SimpleNamespace | None:
+    ) -> ModuleFacade | None:
         if type(name) is not str:
             raise TypeError("module names must be str")
         if type(fromlist) is list and not fromlist and locals is not None and locals is globals:

@@ -11,7 +11,7 @@ import builtins
 import collections
 import operator
 import types
-from typing import Any
+from typing import Any, NoReturn
 
 from RestrictedPython.Guards import (
     full_write_guard,
@@ -100,12 +100,41 @@ def guarded_hasattr(obj: Any, name: str) -> bool:
     return True
 
 
+class ReadOnly:
+    """What `_write_` hands back for an object step code may not change: every write raises
+    a TypeError that names the object's type and the way out."""
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, kind: str) -> None:
+        object.__setattr__(self, "_kind", kind)
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise TypeError(
+            f"{what} of a {self._kind} object is not allowed in steps: only dict, list and "
+            "the collections containers can be changed; build a new value instead"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._refuse(f'setting ".{name}"')
+
+    def __delattr__(self, name: str) -> None:
+        self._refuse(f'deleting ".{name}"')
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._refuse("assigning an item")
+
+    def __delitem__(self, key: Any) -> None:
+        self._refuse("deleting an item")
+
+
 def guarded_write(obj: Any) -> Any:
-    """`obj.x = v` / `obj[k] = v` in step code: plain containers are written directly,
-    everything else goes through RestrictedPython's full_write_guard (which refuses)."""
+    """`obj.x = v` / `obj[k] = v` / `del ...` in step code: the containers a step builds are
+    written directly; for everything else RestrictedPython's full_write_guard decides, and
+    where it would wrap (refuse) a ReadOnly refuses with a clearer message."""
     if type(obj) in WRITABLE_TYPES:
         return obj
-    return full_write_guard(obj)
+    return obj if full_write_guard(obj) is obj else ReadOnly(type(obj).__name__)
 
 
 _INPLACE = {

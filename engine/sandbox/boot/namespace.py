@@ -5,7 +5,6 @@ guard hooks, an `__import__` that resolves only to facades, and a capped print c
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import facades
@@ -115,7 +114,7 @@ class Execution:
 
     def __init__(self, max_log_bytes: int) -> None:
         self.printer = Printer(max_log_bytes)
-        self.facades: dict[str, types.SimpleNamespace] = {}
+        self.facades: dict[str, facades.ModuleFacade] = {}
 
     def new_globals(self) -> dict[str, Any]:
         printer = self.printer

@@ -146,7 +146,7 @@ def check_namespace(limits: runner.Limits) -> list[str]:
     ]
     if step_builtins.get("__import__") is builtins.__import__:
         findings.append("the real __import__ is exposed")
-    made: dict[str, types.SimpleNamespace] = {}
+    made: dict[str, facades.ModuleFacade] = {}
     roots: dict[str, Any] = {f"globals[{k!r}]": v for k, v in scope.items() if k != "__builtins__"}
     roots.update({f"builtins[{k!r}]": v for k, v in step_builtins.items()})
     roots.update({f"facade {name}": facades.build(name, made) for name in facades.AVAILABLE})

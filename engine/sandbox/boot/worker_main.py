@@ -34,6 +34,14 @@ def _warm_up() -> None:
     for name in WARM_CODECS:
         codecs.lookup(name)
     warnings.simplefilter("ignore")
+    # Errors Python cannot raise anywhere (a generator whose cleanup raises, collected later)
+    # are printed on stderr, which the engine reads only once a worker is dead: a step could
+    # fill that pipe and block its worker. Step code must never reach stderr.
+    sys.unraisablehook = _ignore_unraisable
+
+
+def _ignore_unraisable(unraisable: Any) -> None:
+    """Drop an unraisable exception (see _warm_up)."""
 
 
 def _boot(config: dict[str, Any]) -> tuple[int, int, Any]:
