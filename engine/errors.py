@@ -3,10 +3,9 @@
 PorticoError
 ├── ConfigurationError      settings or files that cannot work; says which and how to fix
 ├── DatabaseUnavailable     the database cannot be reached; says where and what to check
-├── DatabaseError           a database call failed for a reason other than those below
-│   ├── LeaseLost           the worker no longer holds the signal (SQLSTATE PT409)
-│   └── NotFound            the row a call names does not exist (SQLSTATE PT404)
-└── EngineStopped           work was interrupted because the engine is stopping
+└── DatabaseError           a database call failed for a reason other than those below
+    ├── LeaseLost           the worker no longer holds the signal (SQLSTATE PT409)
+    └── NotFound            the row a call names does not exist (SQLSTATE PT404)
 """
 
 from __future__ import annotations
@@ -39,7 +38,3 @@ class LeaseLost(DatabaseError):
 
 class NotFound(DatabaseError):
     """The row a call names does not exist."""
-
-
-class EngineStopped(PorticoError):
-    """The engine is stopping; the signal will be released to the queue."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from engine import errors, models
+from engine import models
 from engine.agents import AgentCache
 from engine.steps.base import StepContext, StepExecutor, StepOutcome
 from engine.store import Store
@@ -117,8 +117,6 @@ class Runner:
         else:
             try:
                 outcome = await executor.execute(step, step_input, context)
-            except errors.EngineStopped:
-                raise
             except Exception as exc:  # an executor bug must not leave the signal hanging
                 log.exception("step_executor_crashed", step=step.name)
                 outcome = StepOutcome(
