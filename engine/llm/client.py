@@ -24,7 +24,9 @@ _MESSAGE_LIMIT = 500
 
 _PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+Error:\s*|\w+(?:Exception|Error)\s+-\s*)+")
 _HANDLE_WITH = re.compile(r"\.?\s*Handle with `litellm\.\w+`\.?\s*$")
-_DROP_PARAMS_ADVICE = re.compile(r"\s*To drop (?:unsupported )?param.*$", re.DOTALL)
+# litellm's advice names its own switches (drop_params, reasoning_effort), which a step cannot set.
+_DROP_PARAMS_ADVICE = re.compile(r"\s*To drop\b.*$", re.DOTALL)
+_REASONING_EFFORT_CLAUSE = re.compile(r"\s+unless reasoning_effort[^.]*\.")
 
 _import_lock = threading.Lock()
 _module: ModuleType | None = None
@@ -66,6 +68,14 @@ class LiteLLMClient:
             ) from None
         except Exception as error:
             raise _call_error(litellm, error, request) from None
+        if not getattr(response, "choices", None):
+            # An OpenAI-compatible server may answer 200 with no choices; that is the
+            # provider's fault, not a Portico bug, so it becomes a step error.
+            raise protocol.LLMCallError(
+                "the provider answered without any choices (no text to use); check the "
+                "model, or the server behind api_base",
+                kind="bad_response",
+            )
         return _to_response(response, request)
 
     async def aclose(self) -> None:
@@ -127,10 +137,16 @@ def _call_error(
     status = getattr(error, "status_code", None)
     status = status if isinstance(status, int) else None
     if isinstance(error, litellm.UnsupportedParamsError):
+        cause = _REASONING_EFFORT_CLAUSE.sub(".", _DROP_PARAMS_ADVICE.sub("", message)).strip()
+        fix = (
+            "reasoning models (OpenAI's o-series and gpt-5 family) accept only temperature 1, "
+            "so set it to 1 or leave it out"
+            if "temperature" in cause
+            else "remove or change that parameter"
+        )
         return protocol.LLMCallError(
-            f"model {request.model} does not accept the step's parameters: "
-            f"{_DROP_PARAMS_ADVICE.sub('', message)} Change temperature or max_tokens in the "
-            "step config (reasoning models accept only temperature 1, or none at all).",
+            f"model {request.model} does not accept the step's parameters: {cause} "
+            f"Change the step config: {fix}.",
             status=status,
             kind="unsupported_params",
         )
@@ -145,6 +161,15 @@ def _call_error(
     if status is None:
         return protocol.LLMCallError(
             f"{type(error).__name__}: {message}", retryable=False, kind="client_error"
+        )
+    if status >= 500 and getattr(error, "litellm_response_headers", None) is None:
+        # litellm reports a refused or broken connection as a 500 with no response behind it
+        # (no headers); saying "server error" would send the reader to the wrong place.
+        where = request.api_base or request.model.partition("/")[0]
+        return protocol.LLMCallError(
+            f"no response from {where} ({message.rstrip('.')}); check the network or the server",
+            retryable=True,
+            kind="connection_error",
         )
     return protocol.LLMCallError(
         message,

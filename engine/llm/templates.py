@@ -151,6 +151,12 @@ def _as_text(value: models.JsonValue, path: str, field: str) -> str:
         return value
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        # A value nested deeper than the encoder can walk must fail the step, not the engine.
+        raise TemplateError(
+            f"{field}: the value of {{{{ {path} }}}} is nested too deeply to render; reference "
+            "a deeper path, or make the previous step return a flatter value"
+        ) from None
     except (TypeError, ValueError) as error:
         raise TemplateError(
             f"{field}: the value of {{{{ {path} }}}} is not JSON ({error}); make the previous "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,22 @@ class LLMStep:
         return keys.NO_KEY, variable
 
 
+def key_variables_needed(steps: Iterable[models.StepDefinition]) -> set[str]:
+    """The environment variables the LLM steps among `steps` read provider keys from, so a
+    caller (the demo) can skip an agent whose keys are not set. A step with its own api_base
+    needs none; an unknown model name is skipped, since running the step explains it."""
+    needed: set[str] = set()
+    for step in steps:
+        if step.type != "llm" or "api_base" in step.config:
+            continue
+        try:
+            model = models_alias.resolve(str(step.config.get("model", "")))
+        except models_alias.UnknownModelError:
+            continue
+        needed.add(keys.key_variable(model.provider))
+    return needed
+
+
 def _is_trusted(api_base: str, trusted: tuple[str, ...]) -> bool:
     # Whole path segments only: "http://llm.local" must not trust "http://llm.local.evil.example".
     base = api_base.rstrip("/")
@@ -172,13 +188,15 @@ def _validated_config(config: dict[str, Any]) -> models.LLMConfig:
     except pydantic.ValidationError as error:
         problems = []
         for detail in error.errors():
-            where = ".".join(str(part) for part in detail["loc"]) or "config"
+            where = ".".join(str(part) for part in detail["loc"])
+            # pydantic puts "Value error, " before a validator's own words.
+            words = str(detail["msg"]).removeprefix("Value error, ")
             if detail["type"] == "extra_forbidden":
                 problems.append(
                     f"unknown config key {where!r} (llm steps accept: {_ACCEPTED_KEYS})"
                 )
             else:
-                problems.append(f"config.{where}: {detail['msg']}")
+                problems.append(f"config.{where}: {words}" if where else f"config: {words}")
         raise StepConfigError("invalid llm step config: " + "; ".join(problems)) from None
 
 
@@ -204,7 +222,8 @@ def _outcome(
         session_id=str(context.session_id),
         model=response.model,
         attempts=attempts,
-        total_tokens=response.usage.total_tokens,
+        # Not `total_tokens`: the log redactor hides any field whose name contains "token".
+        usage=response.usage.as_dict(),
         cost_usd=response.cost_usd,
     )
     if call.config.response_format == "text":

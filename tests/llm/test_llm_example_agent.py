@@ -1,26 +1,30 @@
-"""The example agent examples/agents/support_triage_llm.yaml: valid, and its three steps fit
-together. Its python steps run as plain functions here (doubling the sandbox) and its LLM step
-runs through LLMStep with a FakeClient (doubling the provider)."""
+"""The example LLM agent examples/agents_llm/support_triage_llm.yaml and its demo signal: valid,
+kept where the demo looks for key-gated examples, and its three steps fit together. Its python
+steps run as plain functions here (doubling the sandbox) and its LLM step runs through LLMStep
+with a FakeClient (doubling the provider)."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+import pytest
 from llm_fakes import FakeClient, answer, context, llm_step
 
-from engine import models
+from engine import agent_files, demo, models
 from engine.llm import templates
-from engine.steps.llm import LLMStep
+from engine.steps.llm import LLMStep, key_variables_needed
 
-# Wherever the demo keeps its key-gated examples (examples/agents/ or examples/agents_llm/).
-(EXAMPLE,) = (Path(__file__).resolve().parents[2] / "examples").glob("*/support_triage_llm.yaml")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LLM_DIR = EXAMPLES / demo.LLM_AGENTS_DIR
+EXAMPLE = LLM_DIR / "support_triage_llm.yaml"
+SIGNALS = LLM_DIR / "signals" / "signals.yaml"
 
 
 def load() -> models.AgentDefinition:
-    return models.AgentDefinition.model_validate(yaml.safe_load(EXAMPLE.read_text()))
+    (definition,) = agent_files.load(EXAMPLE)
+    return definition
 
 
 def run_python(code: str, step_input: Any) -> Any:
@@ -40,15 +44,32 @@ def test_example_is_a_valid_agent_with_python_llm_python() -> None:
         "ticket.subject",
         "ticket.body",
     ]
+    assert key_variables_needed(agent.steps) == {"OPENAI_API_KEY"}
 
 
-async def test_example_steps_chain() -> None:
+def test_llm_examples_live_only_where_the_demo_gates_them_on_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every agent the demo applies without a key must run without one.
+    for path in agent_files.expand([EXAMPLES / "agents"]):
+        for definition in agent_files.load(path):
+            assert key_variables_needed(definition.steps) == set(), path
+    # The LLM examples: only agents, and only applied when a provider key is set.
+    assert agent_files.expand([LLM_DIR]) == [EXAMPLE]
+    for key in demo.PROVIDER_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents", LLM_DIR]
+
+
+async def test_example_signal_runs_through_the_steps() -> None:
+    """FakeClient doubles the provider; the python steps run unsandboxed as plain functions."""
     agent = load()
+    (signal,) = demo.load_signals(SIGNALS)
+    assert (signal.type, signal.agent) == (models.SignalType.RUN, agent.name)
     first, second, third = agent.steps
-    ticket = run_python(
-        first.config["code"],
-        {"id": 42, "customer": "Ada", "subject": "Charged twice", "body": "Two charges."},
-    )
+    ticket = run_python(first.config["code"], signal.payload)
     client = FakeClient(
         answer('{"category": "billing", "urgency": "high", "summary": "Double charge."}')
     )
@@ -58,6 +79,7 @@ async def test_example_steps_chain() -> None:
     assert outcome.ok, outcome.error
     prompt = client.requests[0].messages[-1]["content"]
     assert "Classify this ticket from Ada." in prompt
+    assert "Subject: Charged twice" in prompt
     assert '{"category": "billing" or "bug"' in prompt
     routed = run_python(third.config["code"], outcome.output)
     assert routed == {
@@ -67,3 +89,16 @@ async def test_example_steps_chain() -> None:
         "summary": "Double charge.",
         "page_on_call": False,
     }
+
+
+def test_key_variables_needed_skips_python_api_base_and_unknown_models() -> None:
+    def step(type_: Literal["python", "llm"], **config: Any) -> models.StepDefinition:
+        return models.StepDefinition(name="s", type=type_, config=config)
+
+    steps = [
+        step("python", code="return 1"),
+        step("llm", model="claude-3", prompt_template="x"),
+        step("llm", model="openai/local", prompt_template="x", api_base="http://127.0.0.1/v1"),
+        step("llm", model="no-such-model", prompt_template="x"),
+    ]
+    assert key_variables_needed(steps) == {"ANTHROPIC_API_KEY"}

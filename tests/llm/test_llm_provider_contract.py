@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import respx
+import structlog
 from llm_fakes import FakeClock, context, llm_step
 from llm_network_guard import NetworkGuard
 
@@ -128,6 +129,7 @@ async def test_anthropic_request_body_usage_and_cost(litellm_client, mock_router
     )
     sent = route.calls[0].request
     body = json.loads(sent.content)
+    assert set(body) == {"model", "messages", "system", "temperature", "max_tokens"}
     assert body["model"] == "claude-sonnet-4-5"
     assert (body["temperature"], body["max_tokens"]) == (0.3, 10)
     assert body["system"] == [{"type": "text", "text": "Answer in one word."}]
@@ -158,28 +160,37 @@ async def test_unpriced_model_has_no_cost(litellm_client, mock_router) -> None:
     assert response.usage.total_tokens == 18
 
 
-async def test_reasoning_model_gets_max_completion_tokens(litellm_client, mock_router) -> None:
+@pytest.mark.parametrize("model", ["openai/gpt-5", "openai/gpt-5-mini", "openai/o3-mini"])
+@pytest.mark.parametrize("temperature", [None, 1])
+async def test_reasoning_model_gets_max_completion_tokens(
+    litellm_client, mock_router, model: str, temperature: float | None
+) -> None:
     """respx doubles OpenAI's chat completions endpoint."""
-    route = mock_router.post(OPENAI_URL).mock(return_value=openai_reply(model="gpt-5"))
-    await litellm_client.complete(request("openai/gpt-5", temperature=None))
+    route = mock_router.post(OPENAI_URL).mock(return_value=openai_reply(model=model))
+    await litellm_client.complete(request(model, temperature=temperature))
     body = json.loads(route.calls[0].request.content)
     assert body["max_completion_tokens"] == 10
     assert "max_tokens" not in body
-    assert "temperature" not in body
+    assert body.get("temperature") == temperature  # temperature 1 is the one they accept
 
 
-async def test_reasoning_model_refuses_temperature_clearly(litellm_client, mock_router) -> None:
+@pytest.mark.parametrize("model", ["openai/gpt-5", "openai/gpt-5-mini", "openai/o1", "openai/o3"])
+async def test_reasoning_model_refuses_temperature_clearly(
+    litellm_client, mock_router, model: str
+) -> None:
     """respx doubles OpenAI's chat completions endpoint (it must not be called)."""
     route = mock_router.post(OPENAI_URL).mock(return_value=openai_reply())
     with pytest.raises(protocol.LLMCallError) as caught:
-        await litellm_client.complete(request("openai/gpt-5", temperature=0.2))
+        await litellm_client.complete(request(model, temperature=0.2))
     error = caught.value
     assert route.call_count == 0
     assert (error.kind, error.retryable) == ("unsupported_params", False)
-    assert "does not accept the step's parameters" in error.message
-    assert "temperature" in error.message
-    assert "drop_params" not in error.message
-    assert "Traceback" not in error.message
+    assert error.message.startswith(f"model {model} does not accept the step's parameters: ")
+    assert "Only temperature=1 is supported." in error.message
+    assert error.message.endswith("accept only temperature 1, so set it to 1 or leave it out.")
+    # litellm's advice names switches a step cannot set.
+    for foreign in ("drop_params", "reasoning_effort", "litellm", "Traceback"):
+        assert foreign not in error.message
 
 
 GPT = "openai/gpt-4o-mini"
@@ -234,13 +245,60 @@ async def test_timeout_is_retryable_408(litellm_client, mock_router, model: str)
     )
 
 
-async def test_connection_error_is_retryable(litellm_client, mock_router) -> None:
-    """respx doubles OpenAI's endpoint and refuses the connection."""
-    mock_router.post(OPENAI_URL).mock(side_effect=httpx.ConnectError("connection refused"))
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+@pytest.mark.parametrize(
+    "failure", [httpx.ConnectError("connection refused"), httpx.RemoteProtocolError("peer closed")]
+)
+async def test_connection_errors_are_retryable_and_not_called_server_errors(
+    litellm_client, mock_router, model: str, failure: Exception
+) -> None:
+    """respx doubles the provider endpoint and fails the connection."""
+    mock_router.post(url_for(model)).mock(side_effect=failure)
     with pytest.raises(protocol.LLMCallError) as caught:
-        await litellm_client.complete(request("openai/gpt-4o-mini"))
-    assert caught.value.retryable
-    assert caught.value.status == 500
+        await litellm_client.complete(request(model))
+    error = caught.value
+    assert (error.kind, error.retryable, error.status) == ("connection_error", True, None)
+    assert error.message.startswith(f"no response from {model.partition('/')[0]} (")
+
+
+async def test_every_call_sets_a_timeout_and_switches_litellm_retries_off(
+    litellm_client, mock_router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """respx doubles OpenAI's endpoint; a spy wraps litellm.acompletion (calling the real one)
+    to see the arguments of each attempt, the retried one included."""
+    import litellm
+
+    seen: list[dict[str, object]] = []
+    real = litellm.acompletion
+
+    async def spy(**kwargs: object) -> object:
+        seen.append(kwargs)
+        return await real(**kwargs)
+
+    monkeypatch.setattr(litellm, "acompletion", spy)
+    mock_router.post(OPENAI_URL).mock(
+        side_effect=[openai_error(500, "The server had an error"), openai_reply()]
+    )
+    step = step_with(litellm_client, FakeClock())
+    config = {"prompt_template": "hi", "model": "gpt-4o-mini", "timeout_ms": 4500}
+    outcome = await step.execute(llm_step(config), {}, context())
+    assert outcome.ok, outcome.error
+    assert len(seen) == 2
+    for kwargs in seen:
+        assert (kwargs["timeout"], kwargs["num_retries"], kwargs["max_retries"]) == (4.5, 0, 0)
+
+
+async def test_reply_without_choices_is_a_step_error(litellm_client, mock_router) -> None:
+    """respx doubles OpenAI's endpoint with a 200 that carries no choices."""
+    reply = openai_reply()
+    body = json.loads(reply.content)
+    mock_router.post(OPENAI_URL).mock(
+        return_value=httpx.Response(200, json={**body, "choices": []})
+    )
+    with pytest.raises(protocol.LLMCallError) as caught:
+        await litellm_client.complete(request(GPT))
+    assert (caught.value.kind, caught.value.retryable) == ("bad_response", False)
+    assert "without any choices" in caught.value.message
 
 
 def step_with(litellm_client, clock: FakeClock, **options: object) -> LLMStep:
@@ -299,13 +357,17 @@ async def test_step_does_not_retry_401_and_hides_the_key(litellm_client, mock_ro
     route = mock_router.post(OPENAI_URL).mock(
         return_value=openai_error(401, "Incorrect API key provided: sk-test-***********3456.")
     )
-    outcome = await step_with(litellm_client, FakeClock()).execute(
-        llm_step({"prompt_template": "hi", "model": "gpt-4"}), {}, context()
-    )
+    with structlog.testing.capture_logs() as events:
+        outcome = await step_with(litellm_client, FakeClock()).execute(
+            llm_step({"prompt_template": "hi", "model": "gpt-4"}), {}, context()
+        )
     assert route.call_count == 1
     assert "status 401 (unauthorized)" in outcome.error
-    assert "sk-test" not in outcome.error
     assert "OPENAI_API_KEY" in outcome.error
+    # capture_logs sees events before the log redactor runs: the key must not be in them at all.
+    everything = json.dumps([outcome.error, outcome.logs, outcome.metadata, events], default=str)
+    assert [entry["event"] for entry in events] == ["llm_call_failed"]
+    assert "sk-test" not in everything
 
 
 async def test_unmocked_call_is_caught_by_the_network_guard(

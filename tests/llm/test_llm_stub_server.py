@@ -16,6 +16,7 @@ from llm_fakes import FakeClock, context, llm_step
 from engine.llm import keys
 from engine.llm.options import LLMOptions
 from engine.steps.llm import LLMStep
+from tests.support.servers import free_port
 
 SECRET = "sk-engine-secret-0123456789"
 
@@ -208,3 +209,22 @@ async def test_server_error_then_success(litellm_client, stub: StubServer) -> No
     )
     assert outcome.output == "recovered"
     assert len(stub.requests) == 2
+
+
+async def test_refused_connection_is_retried_then_fails(litellm_client) -> None:
+    """Nothing listens on the port (a real refused connection on 127.0.0.1); FakeClock doubles
+    the backoff sleep."""
+    port = free_port()  # bound and released: nothing listens there now
+    clock = FakeClock()
+    step = make_step(litellm_client, clock, max_attempts=3)
+    step_config = {
+        "prompt_template": "{{ body }}",
+        "model": "openai/local-model",
+        "api_base": f"http://127.0.0.1:{port}/v1",
+        "timeout_ms": 5000,
+    }
+    outcome = await step.execute(llm_step(step_config), {"body": "x"}, context())
+    assert outcome.error is not None
+    assert outcome.error.startswith("LLM call to openai/local-model failed after 3 attempts: ")
+    assert len(clock.sleeps) == 2
+    assert outcome.metadata["attempts"] == 3

@@ -174,6 +174,16 @@ def test_non_json_number_in_input_is_refused() -> None:
         templates.render("{{ x }}", {"x": [float("nan")]})
 
 
+def test_value_nested_too_deeply_fails_cleanly() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(templates.TemplateError, match="nested too deeply"):
+        templates.render("{{ input }}", deep)
+    # A path into the value still works: only the part rendered is encoded.
+    assert templates.render("{{ input.0.0.0 }}", [[[["x"]]]]) == '["x"]'
+
+
 def test_field_name_appears_in_errors() -> None:
     with pytest.raises(templates.TemplateError, match=r"^system: "):
         templates.render("{{ missing }}", {}, field="system")
