@@ -180,6 +180,8 @@ class WorkerProcess:
                 stdin.write(job)
                 await stdin.drain()
                 frame = await protocol.read_frame(stdout, self._settings.max_reply_bytes)
+            if frame.get("ok") is True:
+                protocol.check_output(frame.get("output"), self._settings.max_output_depth)
         except TimeoutError:
             await self.kill()
             return self._failed(errors.timed_out(timeout_ms), "timeout", started)
@@ -206,15 +208,13 @@ class WorkerProcess:
         self.cpu_seconds = float(frame.get("cpu_s") or 0.0)
         self.peak_rss_kb = peak_rss_kb(self.pid)
         self.last_used = time.monotonic()
-        logs = frame.get("logs")
-        logs = logs if type(logs) is str else ""
+        logs = protocol.clean_text(frame.get("logs"), self._settings.max_log_bytes + 200)
         cached = frame.get("cached") is True
         if frame.get("ok") is True:
             return Reply(frame.get("output"), None, "", logs, duration, cached)
-        error = frame.get("error")
-        error = error[:MAX_ERROR_CHARS] if type(error) is str and error else "the step failed"
-        kind = frame.get("kind") if type(frame.get("kind")) is str else "exception"
-        return Reply(None, error, str(kind), logs, duration, cached)
+        error = protocol.clean_text(frame.get("error"), MAX_ERROR_CHARS) or "the step failed"
+        kind = protocol.clean_text(frame.get("kind"), 40) or "exception"
+        return Reply(None, error, kind, logs, duration, cached)
 
     async def kill(self) -> int | None:
         """SIGKILL the worker's process group, drain its pipes and reap it. Idempotent, and

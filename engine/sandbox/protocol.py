@@ -1,8 +1,9 @@
 """Engine side of the pipe protocol: a 4-byte big-endian length, then one UTF-8 JSON object.
 
 Jobs carry the code and the input as JSON (never pickles, never live objects); replies are
-decoded with NaN/Infinity refused and a size cap checked before the body is read. The worker
-side is engine/sandbox/boot/framing.py.
+decoded with NaN/Infinity refused and a size cap checked before the body is read, and checked
+again here as if the worker were hostile: a worker validates its output itself, but the engine
+trusts nothing a sandbox process sends. The worker side is engine/sandbox/boot/framing.py.
 """
 
 from __future__ import annotations
@@ -74,3 +75,47 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, 
     if size > max_bytes:
         raise FrameError(f"reply of {size} bytes exceeds the {max_bytes}-byte cap")
     return decode(await reader.readexactly(size))
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate"
+    return None
+
+
+def check_output(value: Any, max_depth: int) -> None:
+    """Raise FrameError unless a decoded output is what PostgreSQL will store: nesting at most
+    `max_depth`, no NUL and no lone surrogate in any string or key. Walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            problem = _text_problem(item)
+        elif kind is list:
+            problem = "nesting too deep" if depth >= max_depth else None
+            stack.extend((child, depth + 1) for child in item)
+        elif kind is dict:
+            problem = "nesting too deep" if depth >= max_depth else None
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        else:
+            problem = None
+        if problem is not None:
+            raise FrameError(f"its output holds {problem}")
+
+
+def clean_text(value: Any, limit: int) -> str:
+    """A text field of a reply (error, logs) as the engine may store it: a str of at most
+    `limit` characters, NUL and lone surrogates replaced."""
+    if type(value) is not str:
+        return ""
+    text = value[:limit]
+    if _text_problem(text) is None:
+        return text
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")

@@ -39,8 +39,24 @@ class ModuleFacade(types.SimpleNamespace):
     Its own type, so that errors about it name it."""
 
 
+def _uncached(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A stdlib function wrapped in functools.lru_cache, without the wrapper's cache_info
+    and cache_clear: with them one run could see or reset what earlier runs left."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = function.__name__
+    call.__doc__ = function.__doc__
+    return call
+
+
 def _pick(module: Any, names: str) -> Members:
-    return {name: getattr(module, name) for name in names.split()}
+    members = {name: getattr(module, name) for name in names.split()}
+    return {
+        name: _uncached(value) if isinstance(value, functools._lru_cache_wrapper) else value
+        for name, value in members.items()
+    }
 
 
 def loads(text: str | bytes, **options: Any) -> Any:

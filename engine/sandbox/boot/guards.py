@@ -7,6 +7,7 @@ internals of generators and coroutines, and dangerous host callables as results.
 
 from __future__ import annotations
 
+import abc
 import builtins
 import collections
 import operator
@@ -73,6 +74,9 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
         # attributes inside C, out of reach of this hook.
         raise AccessDenied(f'reading ".{name}" is not allowed in steps')
     kind = type(obj)
+    if name == "register" and isinstance(obj, abc.ABCMeta):
+        # An abstract class's registry is shared by every run of the worker.
+        raise AccessDenied(f'reading ".register" of {obj.__name__} is not allowed in steps')
     if isinstance(obj, OPAQUE_TYPES):
         raise AccessDenied(f'reading ".{name}" of a {kind.__name__} object is not allowed')
     if kind in SUSPENDABLE_TYPES and name not in SUSPENDABLE_PUBLIC:

@@ -6,7 +6,10 @@ steps behave. A worker that fails any check refuses to start.
 from __future__ import annotations
 
 import builtins
+import collections
+import functools
 import json
+import random
 import types
 from typing import Any
 
@@ -45,6 +48,7 @@ CANARIES: list[tuple[str, Any, str, Any]] = [
     ),
     ("print('canary')", None, "logs", "canary\n"),
     ("import os", None, "error", "not available"),
+    ("import collections\ncollections.ChainMap.register(int)", None, "error", "AccessDenied"),
     ("return ().__class__", None, "error", "code not allowed"),
     ("g = (i for i in [1])\nreturn g.gi_frame", None, "error", "code not allowed"),
     ("return {1, 2}", None, "error", "output is not JSON"),
@@ -56,8 +60,27 @@ class SelfTestError(Exception):
     """The worker's wiring is wrong; it must not serve jobs."""
 
 
-def _bad(value: Any) -> bool:
-    return isinstance(value, FORBIDDEN_TYPES) or id(value) in guards.DENIED_IDS
+# Mutable objects shared by every execution of a worker: one run could leave data in them
+# for the next (facades are rebuilt per run; what they hold must be immutable or per run).
+SHARED_STATE_TYPES = (
+    dict,
+    list,
+    set,
+    bytearray,
+    collections.deque,
+    collections.ChainMap,
+    random.Random,
+    functools._lru_cache_wrapper,  # cache_info/cache_clear observe and reset earlier runs
+)
+
+
+def _bad(value: Any) -> str | None:
+    """Why step code must not reach `value`, or None."""
+    if isinstance(value, FORBIDDEN_TYPES) or id(value) in guards.DENIED_IDS:
+        return f"a {type(value).__name__}"
+    if isinstance(value, SHARED_STATE_TYPES):
+        return f"a {type(value).__name__} shared by every run of the worker"
+    return None
 
 
 # Instances whose public attributes are only methods of their (separately walked) type.
@@ -106,15 +129,17 @@ def _children(value: Any) -> list[tuple[str, Any]]:
 
 
 def walk(roots: dict[str, Any], depth: int = 3) -> list[str]:
-    """Paths from `roots`, over public attributes `depth` levels deep, to forbidden objects."""
+    """Paths from `roots`, over public attributes `depth` levels deep, to forbidden objects
+    and to mutable state shared between runs. The roots themselves are per run."""
     findings: list[str] = []
     seen: set[int] = set()
     frontier = list(roots.items())
     for level in range(depth + 1):
         following: list[tuple[str, Any]] = []
         for path, value in frontier:
-            if _bad(value):
-                findings.append(f"{path} is a {type(value).__name__}")
+            reason = _bad(value)
+            if reason is not None:
+                findings.append(f"{path} is {reason}")
                 continue
             if id(value) in seen or level == depth:
                 continue

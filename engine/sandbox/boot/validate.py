@@ -34,6 +34,9 @@ class OutputError(Exception):
 
 
 def _path(parts: list[str]) -> str:
+    if len(parts) > 8:  # deep paths: the two ends say where, the middle only how far
+        middle = f"[…{len(parts) - 6} levels…]"
+        return "output" + "".join(parts[:3]) + middle + "".join(parts[-3:])
     return "output" + "".join(parts)
 
 
