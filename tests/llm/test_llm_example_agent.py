@@ -13,7 +13,7 @@ import pytest
 from llm_fakes import FakeClient, answer, context, llm_step
 
 from engine import agent_files, demo, models
-from engine.llm import templates
+from engine.llm import keys, templates
 from engine.steps.llm import LLMStep, key_variables_needed
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -56,8 +56,8 @@ def test_llm_examples_live_only_where_the_demo_gates_them_on_a_key(
             assert key_variables_needed(definition.steps) == set(), path
     # The LLM examples: only agents, and only applied when a provider key is set.
     assert agent_files.expand([LLM_DIR]) == [EXAMPLE]
-    for key in demo.PROVIDER_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    for variable in keys.PROVIDER_KEY_VARS.values():
+        monkeypatch.delenv(variable, raising=False)
     assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents"]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents", LLM_DIR]
