@@ -66,20 +66,16 @@ async def open_engine(
     await transport.open()
     try:
         await sandbox.start()
+        llm = LLMStep(options=settings.llm)
         try:
-            chosen: dict[str, StepExecutor] = {
-                "python": PythonStep(sandbox),
-                "llm": LLMStep(
-                    max_attempts=settings.llm_max_attempts,
-                    default_timeout_ms=settings.llm_default_timeout_ms,
-                ),
-            }
+            chosen: dict[str, StepExecutor] = {"python": PythonStep(sandbox), "llm": llm}
             chosen.update(executors or {})
             agents = AgentCache(store)
             runner = Runner(store, agents, chosen)
             worker = Worker(settings, transport, store, agents, runner)
             yield Engine(settings, transport, store, worker, runner, sandbox)
         finally:
+            await llm.aclose()  # litellm's HTTP clients, if an LLM step ever ran
             await sandbox.close()
     finally:
         await transport.close()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine import agent_files, client, errors, models, report
+from engine import agent_files, client, config, errors, models, report
 from engine.app import configure_logging, open_engine, resolve_database_url
 from engine.config import Settings
 from engine.db import migrate as migrations
@@ -44,7 +44,10 @@ def settings_for(database_url: str | None, **overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if database_url:
         values["database_url"] = database_url
-    settings = Settings(**values)
+    try:
+        settings = config.load(**values)
+    except errors.PorticoError as exc:
+        raise fail(str(exc)) from exc
     configure_logging(settings)
     return settings
 

@@ -9,12 +9,36 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine import errors
+from engine.llm.options import LLMOptions
 from engine.sandbox.settings import SandboxSettings
+
+
+def load(**values: Any) -> Settings:
+    """Settings from the environment, with `values` (CLI flags) winning. Raises
+    ConfigurationError naming each bad setting by its environment variable."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_variable(issue['loc'])}: {issue['msg']} (got {issue.get('input')!r})"
+            for issue in exc.errors()
+        )
+        raise errors.ConfigurationError(
+            f"invalid settings: {problems}. Fix them in the environment (or the matching "
+            "`portico run` flags); `portico run --help` lists the flags"
+        ) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    if loc == ("database_url",):
+        return "DATABASE_URL"
+    return "PORTICO_" + "__".join(str(part).upper() for part in loc)
 
 
 def default_worker_id() -> str:
@@ -22,8 +46,8 @@ def default_worker_id() -> str:
 
 
 class Settings(BaseSettings):
-    """Engine settings. Environment: PORTICO_<NAME> (nested: PORTICO_SANDBOX__<NAME>), and
-    DATABASE_URL for the database."""
+    """Engine settings. Environment: PORTICO_<NAME> (nested: PORTICO_SANDBOX__<NAME>,
+    PORTICO_LLM__<NAME>), and DATABASE_URL for the database."""
 
     model_config = SettingsConfigDict(
         env_prefix="PORTICO_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -49,8 +73,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    llm_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    llm_default_timeout_ms: Annotated[int, Field(gt=0)] = 60_000
+    llm: LLMOptions = Field(default_factory=LLMOptions)
 
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -14,10 +15,12 @@ from rich.markup import escape
 from engine import agent_files, client, errors, models, report, shutdown
 from engine.app import open_engine, resolve_database_url
 from engine.config import Settings
+from engine.db import target
+from engine.steps.llm import key_variables_needed
 
-# LLM example agents live here and are applied only when a provider key is set.
+# Example agents that call a model live here; the demo runs one only when the engine has the
+# provider keys it needs, so the demo works without any key.
 LLM_AGENTS_DIR = "agents_llm"
-PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
 class ExampleSignal(BaseModel):
@@ -38,27 +41,48 @@ def load_signals(path: Path) -> list[ExampleSignal]:
 
 
 def agent_dirs(examples: Path) -> list[Path]:
-    dirs = [examples / "agents"]
-    llm_dir = examples / LLM_AGENTS_DIR
-    if llm_dir.is_dir() and any(os.environ.get(key) for key in PROVIDER_KEYS):
-        dirs.append(llm_dir)
-    return dirs
+    return [d for d in (examples / "agents", examples / LLM_AGENTS_DIR) if d.is_dir()]
+
+
+def signal_files(examples: Path) -> list[Path]:
+    extra = examples / LLM_AGENTS_DIR / "signals" / "signals.yaml"
+    return [examples / "signals.yaml", *([extra] if extra.is_file() else [])]
+
+
+def missing_keys(
+    definitions: list[models.AgentDefinition], environ: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """Agent name → the provider key variables its LLM steps need and `environ` lacks."""
+    missing = {}
+    for definition in definitions:
+        unset = sorted(v for v in key_variables_needed(definition.steps) if not environ.get(v))
+        if unset:
+            missing[definition.name] = unset
+    return missing
 
 
 async def run_demo(settings: Settings, examples: Path, console: Console, *, serve: bool) -> None:
     url = resolve_database_url(settings)
-    console.print(f"[bold]database[/bold] {url}")
+    console.print(f"[bold]database[/bold] {target.describe(url)}")
     definitions = [d for f in agent_files.expand(agent_dirs(examples)) for d in agent_files.load(f)]
-    signals = load_signals(examples / "signals.yaml")
+    signals = [s for path in signal_files(examples) for s in load_signals(path)]
+    skipped = missing_keys(definitions, os.environ)
     async with open_engine(settings, database_url=url) as engine:
         for definition in definitions:
+            name = escape(definition.name)
+            if definition.name in skipped:
+                console.print(
+                    f"[dim]skipped agent {name}: it calls a model; set "
+                    f"{' and '.join(skipped[definition.name])} to see it run[/dim]"
+                )
+                continue
             await engine.store.apply_agent(definition)
-            name, count = escape(definition.name), len(definition.steps)
-            console.print(f"applied agent [bold]{name}[/bold] ({count} steps)")
+            console.print(f"applied agent [bold]{name}[/bold] ({len(definition.steps)} steps)")
         engine_task = asyncio.create_task(engine.worker.run())
         remove = shutdown.install(engine.worker.stop)
         try:
-            await _send_and_show(url, settings, signals, console)
+            runnable = [s for s in signals if s.agent not in skipped]
+            await _send_and_show(url, settings, runnable, console)
             if serve:
                 console.print(
                     "\n[bold]engine running[/bold]; send more with "

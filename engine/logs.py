@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import structlog
 
-SECRET_FIELD = re.compile(r"(key|token|secret|password|authorization|credential)", re.I)
+# "token" but not "tokens": token counts (total_tokens, usage) are not secrets.
+SECRET_FIELD = re.compile(r"(key|token(?!s\b)|secret|password|authorization|credential)", re.I)
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.I)
 REDACTED = "[redacted]"
 

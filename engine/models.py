@@ -11,7 +11,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 JsonValue = Any
 """Any JSON value: dict, list, str, int, float, bool or None."""
@@ -61,34 +69,62 @@ class Signal(Row):
     updated_at: datetime
 
 
-class PythonConfig(BaseModel):
+def _json_number(value: Any) -> Any:
+    # The database checks JSON types: "10" and true are not numbers there, so not here either.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+
+
+class StepConfig(BaseModel):
+    """What both step configs share with public.step_config_problems: unknown keys are refused,
+    and a key is either absent or holds a value of its type, never null."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None and k in cls.model_fields)
+            if nulls:
+                raise ValueError(
+                    f"{', '.join(nulls)} cannot be null: leave the key out to use its default"
+                )
+        return data
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank (whitespace only)")
+    return value
+
+
+NonBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
+class PythonConfig(StepConfig):
     """Config of a `python` step: the body of a function of `input`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    code: Annotated[str, Field(min_length=1)]
-    timeout_ms: Annotated[int, Field(gt=0)] | None = None
-
-    @field_validator("code")
-    @classmethod
-    def _code_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("code must be a non-empty string of Python")
-        return value
+    code: NonBlank
+    timeout_ms: Annotated[JsonInt, Field(gt=0)] | None = None
 
 
-class LLMConfig(BaseModel):
-    """Config of an `llm` step: a `{{ path }}` template sent to a model through litellm."""
+class LLMConfig(StepConfig):
+    """Config of an `llm` step: a `{{ path }}` template sent to a model through litellm.
+    Accepts exactly what public.step_config_problems accepts (tests/llm checks both on one
+    table of configs)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prompt_template: Annotated[str, Field(min_length=1)]
-    model: Annotated[str, Field(min_length=1)]
-    temperature: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    prompt_template: NonBlank
+    model: NonBlank
+    temperature: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
+    max_tokens: Annotated[JsonInt, Field(gt=0)] | None = None
     system: str | None = None
     response_format: Literal["text", "json"] = "text"
-    timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    timeout_ms: Annotated[JsonInt, Field(gt=0)] | None = None
     api_base: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
 
 

@@ -78,26 +78,6 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("api_base null", {"api_base": None}, False),
 ]
 
-# Cases where engine.models.LLMConfig (not owned by the LLM work) still disagrees with the
-# database; the change that closes them is reported to the lead. strict=True: once
-# models.py is fixed these cases pass, the xfail turns into a failure, and this set must be
-# emptied.
-KNOWN_MISMATCHES = {
-    "blank prompt_template",
-    "ideographic-space prompt_template",
-    "blank model",
-    "temperature as text",
-    "temperature as boolean",
-    "temperature null",
-    "max_tokens as text",
-    "max_tokens as boolean",
-    "max_tokens null",
-    "timeout_ms as text",
-    "timeout_ms null",
-    "system null",
-    "api_base null",
-}
-
 
 def config_for(changes: dict[str, Any]) -> dict[str, Any]:
     config = {**BASE, **changes}
@@ -121,7 +101,6 @@ def pydantic_problems(config: dict[str, Any]) -> list[str]:
 def test_every_case_id_is_unique_and_mismatches_are_real_cases() -> None:
     ids = [case_id for case_id, _, _ in CASES]
     assert len(ids) == len(set(ids))
-    assert set(ids) >= KNOWN_MISMATCHES
 
 
 def test_database_check_matches_the_table(database_url: str) -> None:
@@ -136,19 +115,7 @@ def test_database_check_matches_the_table(database_url: str) -> None:
 
 @pytest.mark.parametrize(
     ("changes", "accepted"),
-    [
-        pytest.param(
-            changes,
-            accepted,
-            id=case_id,
-            marks=pytest.mark.xfail(
-                strict=True, reason="engine.models.LLMConfig disagrees; change reported"
-            )
-            if case_id in KNOWN_MISMATCHES
-            else (),
-        )
-        for case_id, changes, accepted in CASES
-    ],
+    [pytest.param(changes, accepted, id=case_id) for case_id, changes, accepted in CASES],
 )
 def test_pydantic_model_matches_the_table(changes: dict[str, Any], accepted: bool) -> None:
     problems = pydantic_problems(config_for(changes))

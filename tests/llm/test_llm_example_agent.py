@@ -9,11 +9,10 @@ import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
-import pytest
 from llm_fakes import FakeClient, answer, context, llm_step
 
 from engine import agent_files, demo, models
-from engine.llm import keys, templates
+from engine.llm import templates
 from engine.steps.llm import LLMStep, key_variables_needed
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -47,20 +46,22 @@ def test_example_is_a_valid_agent_with_python_llm_python() -> None:
     assert key_variables_needed(agent.steps) == {"OPENAI_API_KEY"}
 
 
-def test_llm_examples_live_only_where_the_demo_gates_them_on_a_key(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Every agent the demo applies without a key must run without one.
+def test_the_demo_runs_an_llm_example_only_when_its_key_is_set() -> None:
+    # Every agent in examples/agents/ runs without a key.
     for path in agent_files.expand([EXAMPLES / "agents"]):
         for definition in agent_files.load(path):
             assert key_variables_needed(definition.steps) == set(), path
-    # The LLM examples: only agents, and only applied when a provider key is set.
-    assert agent_files.expand([LLM_DIR]) == [EXAMPLE]
-    for variable in keys.PROVIDER_KEY_VARS.values():
-        monkeypatch.delenv(variable, raising=False)
-    assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents"]
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert agent_files.expand([LLM_DIR]) == [EXAMPLE], "only agents in the LLM examples folder"
     assert demo.agent_dirs(EXAMPLES) == [EXAMPLES / "agents", LLM_DIR]
+    assert SIGNALS in demo.signal_files(EXAMPLES)
+    definitions = [
+        d for f in agent_files.expand(demo.agent_dirs(EXAMPLES)) for d in agent_files.load(f)
+    ]
+    assert demo.missing_keys(definitions, {}) == {"support-triage-llm": ["OPENAI_API_KEY"]}
+    # A key of another provider does not help this agent; its own key does.
+    assert demo.missing_keys(definitions, {"ANTHROPIC_API_KEY": "sk-ant"}) != {}
+    assert demo.missing_keys(definitions, {"OPENAI_API_KEY": "sk-test"}) == {}
+    assert demo.missing_keys(definitions, {"OPENAI_API_KEY": ""}) != {}
 
 
 async def test_example_signal_runs_through_the_steps() -> None:

@@ -38,3 +38,11 @@ def test_secret_fields_and_secret_env_values_are_redacted(monkeypatch: pytest.Mo
     assert "sk-123" not in text and "srk-very-secret-value" not in text
     line = json.loads(text)
     assert line["api_key"] == logs.REDACTED and logs.REDACTED in line["error"]
+
+
+def test_token_counts_are_not_mistaken_for_tokens() -> None:
+    stream = io.StringIO()
+    logs.configure("json", stream=stream)
+    structlog.get_logger().info("llm_call_finished", total_tokens=42, access_token="at-secret")
+    line = json.loads(stream.getvalue())
+    assert line["total_tokens"] == 42 and line["access_token"] == logs.REDACTED
