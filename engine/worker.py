@@ -57,10 +57,10 @@ class Worker:
 
     async def run(self, *, drain: bool = False) -> None:
         """Process signals until stop() (or, with drain, until nothing is claimable)."""
-        side_tasks = [
-            asyncio.create_task(self._transport.listen(self._on_wakeup), name="listen"),
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
-        ]
+        listen = asyncio.create_task(self._transport.listen(self._on_wakeup), name="listen")
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        for task in (listen, heartbeat):
+            task.add_done_callback(self._side_task_ended)
         log.info(
             "engine_started",
             worker_id=self._settings.worker_id,
@@ -69,11 +69,21 @@ class Worker:
         try:
             await self._loop(drain=drain)
         finally:
-            for task in side_tasks:
-                task.cancel()
-            await asyncio.gather(*side_tasks, return_exceptions=True)
+            listen.cancel()
+            # The heartbeat outlives the loop: runs finishing within the grace period keep
+            # their leases, or another engine would reclaim them and run them a second time.
             await self._drain_in_flight()
+            heartbeat.cancel()
+            await asyncio.gather(listen, heartbeat, return_exceptions=True)
             log.info("engine_stopped", **vars(self._runner.counters))
+
+    def _side_task_ended(self, task: asyncio.Task[None]) -> None:
+        # Both loop forever; ending any other way is a bug. An engine that cannot renew its
+        # leases or hear wake-ups must not go on claiming: stop, and let the runs finish.
+        if task.cancelled():
+            return
+        log.error("engine_side_task_crashed", task=task.get_name(), error=repr(task.exception()))
+        self.stop()
 
     async def _loop(self, *, drain: bool) -> None:
         await self._agents.refresh_if_stale()

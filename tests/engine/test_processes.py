@@ -108,13 +108,23 @@ async def test_sigterm_lets_the_in_flight_run_finish_then_exits_zero(
 ) -> None:
     async with Db(database_url) as db:
         agent = await db.apply("graceful", [SPIN])
-        engine = engines("graceful", PORTICO_SHUTDOWN_GRACE_SECONDS="60")
-        signal_id = await db.send(agent, {"seconds": 2})
+        engine = engines(
+            "graceful", PORTICO_SHUTDOWN_GRACE_SECONDS="60", PORTICO_WORKER_ID="graceful"
+        )
+        # Longer than the 2 s lease: the stopping engine must keep renewing it while it
+        # finishes, or the bystander reclaims the signal and runs it a second time.
+        signal_id = await db.send(agent, {"seconds": 4})
         await wait_for(lambda: _status_is(db, signal_id, "processing"), what="claim")
+        engines("bystander")
         engine.send(os_signal.SIGTERM)
         assert engine.wait(timeout=60) == 0
         report = await db.signal(signal_id)
-    assert report["status"] == "complete"
+        sessions = await db.rows(
+            "select worker_id, status from public.runtime_sessions where signal_id = %s",
+            signal_id,
+        )
+    assert report["status"] == "complete" and report["attempts"] == 1
+    assert sessions == [{"worker_id": "graceful", "status": "success"}]
     assert engine.has_event("engine_stopped")
 
 

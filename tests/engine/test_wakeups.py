@@ -11,7 +11,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+
 from engine import models
+from engine.transports.base import WakeupHandler
+from engine.transports.postgres import PostgresTransport
 from tests.support.engine import Db, python_step, running_engine
 from tests.support.waiting import wait_for
 
@@ -66,3 +70,25 @@ async def test_stop_during_a_claim_stops_the_engine_at_once(database_url: str) -
         worker._on_wakeup("test", "")
         # The sweep is 60 s away: the loop must notice the stop without waiting for it.
         await asyncio.wait_for(asyncio.shield(running.task), timeout=5)
+
+
+class BrokenListener(PostgresTransport):
+    """Its listener dies of a bug (not a lost connection, which it would survive)."""
+
+    async def listen(self, on_wakeup: WakeupHandler) -> None:
+        raise RuntimeError("listener bug")
+
+
+async def test_an_engine_whose_listener_dies_stops_instead_of_limping_on(
+    database_url: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("engine.app.PostgresTransport", BrokenListener)
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[capture])
+    try:
+        async with running_engine(database_url, sweep_seconds=60) as running:
+            await asyncio.wait_for(asyncio.shield(running.task), timeout=10)
+    finally:
+        structlog.reset_defaults()
+    crashed = [e for e in capture.entries if e["event"] == "engine_side_task_crashed"]
+    assert crashed and crashed[0]["task"] == "listen" and "listener bug" in crashed[0]["error"]
