@@ -14,6 +14,7 @@ import pytest_asyncio
 from engine.sandbox.pool import SandboxPool
 from engine.sandbox.process import BOOT_DIR
 from engine.sandbox.settings import SandboxSettings
+from tests.sandbox.escape import Escapes, escapes
 
 FAST = SandboxSettings(pool_size=2, default_timeout_ms=5_000)
 
@@ -44,3 +45,10 @@ def boot_modules() -> Iterator[None]:
         yield
     finally:
         sys.path.remove(str(BOOT_DIR))
+
+
+@pytest_asyncio.fixture
+async def escaped() -> AsyncIterator[Escapes]:
+    """Escaped workers (plain Python inside the real confinement), killed after the test."""
+    async with escapes() as started:
+        yield started

@@ -11,6 +11,12 @@ def pids_of(pool: SandboxPool, tenant: str) -> set[int]:
     return {w.pid for w in pool.workers() if w.tenant == tenant}
 
 
+def proc_file(pid: int, name: str) -> bytes:
+    """/proc/<pid>/<name> as the engine reads it."""
+    with open(f"/proc/{pid}/{name}", "rb") as file:
+        return file.read()
+
+
 def process_exists(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:

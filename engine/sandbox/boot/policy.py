@@ -63,16 +63,20 @@ def _bound_names(node: ast.AST) -> list[str]:
 def check_size(tree: ast.AST, max_nodes: int, max_depth: int) -> str | None:
     """Node count and nesting depth, walked without recursion (before anything recursive)."""
     count = 0
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    # (node, depth, line of the nearest node that has one: contexts like Load have none)
+    stack: list[tuple[ast.AST, int, int]] = [(tree, 0, 1)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, line = stack.pop()
+        line = getattr(node, "lineno", line)
         count += 1
         if count > max_nodes:
             return f"code is too large: more than {max_nodes} syntax nodes; split the step"
         if depth > max_depth:
-            line = getattr(node, "lineno", "?")
-            return f"code is nested too deeply at line {line} (more than {max_depth} levels)"
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+            return (
+                f"code is nested too deeply at line {line} (more than {max_depth} levels); "
+                "use helper functions or loops"
+            )
+        stack.extend((child, depth + 1, line) for child in ast.iter_child_nodes(node))
     return None
 
 
@@ -126,7 +130,11 @@ def compile_step(code: str, max_source_bytes: int, max_nodes: int, max_depth: in
     try:
         return _compile(code, max_source_bytes, max_nodes, max_depth)
     except (RecursionError, MemoryError):
-        return Compiled(None, "code is nested too deeply or too large to compile", "too_large")
+        return Compiled(
+            None,
+            "code is nested too deeply or too large to compile; use helper functions or loops",
+            "too_large",
+        )
     except SyntaxError as error:  # e.g. "return outside function" raised by compile()
         return _syntax_error(error)
     except BaseException as error:  # nothing from compiling may escape
