@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -74,7 +73,6 @@ class SandboxPool:
         self._cond = asyncio.Condition()
         self._background: set[asyncio.Task[Any]] = set()
         self._identity: tuple[int, int] | None = None
-        self._workdir: str | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -94,8 +92,6 @@ class SandboxPool:
             self._identity = worker_identity(self.settings.sandbox_user)
         except (LookupError, ValueError) as error:
             raise errors.SandboxBootError(str(error)) from None
-        self._workdir = tempfile.mkdtemp(prefix="portico-sandbox-")
-        os.chmod(self._workdir, 0o100)  # enter only: nothing to list, nowhere to write
         count = max(1, self.settings.pool_size)
         spawned = await asyncio.gather(
             *(self._spawn() for _ in range(count)), return_exceptions=True
@@ -104,7 +100,6 @@ class SandboxPool:
         failures = [f for f in spawned if isinstance(f, BaseException)]
         if failures:
             await asyncio.gather(*(w.kill() for w in workers))
-            self._remove_workdir()
             raise failures[0]
         keep = workers[: self.settings.pool_size]
         await asyncio.gather(*(w.kill() for w in workers[len(keep) :]))
@@ -137,18 +132,11 @@ class SandboxPool:
             slot.free.clear()
         await asyncio.gather(*(w.kill() for w in workers))
         await self._drain_background()
-        self._remove_workdir()
         log.info("sandbox_pool_closed", workers_killed=len(workers))
 
     async def _drain_background(self) -> None:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-
-    def _remove_workdir(self) -> None:
-        if self._workdir:
-            with contextlib.suppress(OSError):
-                os.rmdir(self._workdir)
-            self._workdir = None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -340,8 +328,7 @@ class SandboxPool:
     # -- starting workers ------------------------------------------------------------------
 
     async def _spawn(self) -> WorkerProcess:
-        assert self._workdir is not None
-        worker = await WorkerProcess.spawn(self.settings, self._workdir, self._identity)
+        worker = await WorkerProcess.spawn(self.settings, self._identity)
         self._stats["spawned"] += 1
         return worker
 

@@ -3,7 +3,7 @@
 
 Workers are never forked from the engine's Python state: `python -I -S boot/worker_main.py`
 is exec'd with an empty environment, only the three pipes, its own session and an empty,
-unreadable working directory.
+unreadable working directory that is deleted as soon as the worker runs in it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,13 +111,17 @@ class WorkerProcess:
     async def spawn(
         cls,
         settings: SandboxSettings,
-        workdir: str,
         identity: tuple[int, int] | None,
         script: Path = BOOT_SCRIPT,
     ) -> WorkerProcess:
         """Start a worker and wait for its "ready". Raises SandboxBootError."""
         started = time.perf_counter()
+        # The working directory exists only while the worker starts: once it is exec'd
+        # there, it is removed, so the worker's cwd is a deleted, empty directory and a
+        # killed engine leaves nothing behind.
+        workdir = tempfile.mkdtemp(prefix="portico-sandbox-")
         try:
+            os.chmod(workdir, 0o100)  # enter only: nothing to list, nowhere to write
             process = await asyncio.create_subprocess_exec(
                 settings.python_executable,
                 "-I",
@@ -135,6 +140,8 @@ class WorkerProcess:
             raise errors.SandboxBootError(
                 f"cannot start {settings.python_executable!r}: {error.strerror or error}"
             ) from None
+        finally:
+            os.rmdir(workdir)
         worker = cls(process, settings)
         await worker._await_ready(identity)
         worker.boot_ms = (time.perf_counter() - started) * 1000

@@ -9,8 +9,6 @@ even then the secrets, the engine and the other workers stay out of reach.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,14 @@ class Escapes:
     """Starts escaped workers (the engine's spawn, another boot script) and kills them all
     when the test ends."""
 
-    def __init__(self, workdir: str, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
-        self._workdir = workdir
         self._workers: list[WorkerProcess] = []
 
     async def start(self, script: Path = ESCAPED_WORKER) -> WorkerProcess:
         """A booted worker (raises SandboxBootError as the engine would)."""
         identity = worker_identity(self.settings.sandbox_user)
-        worker = await WorkerProcess.spawn(self.settings, self._workdir, identity, script)
+        worker = await WorkerProcess.spawn(self.settings, identity, script)
         self._workers.append(worker)
         return worker
 
@@ -61,11 +58,8 @@ class Escapes:
 @contextlib.asynccontextmanager
 async def escapes(settings: SandboxSettings = SETTINGS) -> AsyncIterator[Escapes]:
     make_engine_non_dumpable()  # as SandboxPool.start does before any worker exists
-    workdir = tempfile.mkdtemp(prefix="portico-escaped-")
-    os.chmod(workdir, 0o100)
-    started = Escapes(workdir, settings)
+    started = Escapes(settings)
     try:
         yield started
     finally:
         await started.close()
-        os.rmdir(workdir)

@@ -6,6 +6,7 @@ boundary must hold even when the language layer does not. Real processes through
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 from pathlib import Path
@@ -51,7 +52,12 @@ async def test_an_escaped_step_finds_a_fresh_isolated_unprivileged_interpreter(
         "    'env': dict(os.environ), 'ppid': os.getppid(), 'uid': os.getuid(),\n"
         "    'groups': os.getgroups(), 'sid': os.getsid(0), 'pid': os.getpid(),\n"
         "    'cap_eff': status['CapEff'].strip(), 'cap_prm': status['CapPrm'].strip(),\n"
-        "    'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip()}",
+        "    'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip(),\n"
+        "    'cwd': os.readlink('/proc/self/cwd')}\n"
+        "try:\n"
+        "    result['listing'] = os.listdir('.')\n"
+        "except OSError as error:\n"
+        "    result['listing'] = error.errno\n",
     )
     assert facts["isolated"] == 1 and facts["no_site"] == 1
     # Python's own locale coercion (PEP 538) is the only variable a worker has.
@@ -62,6 +68,10 @@ async def test_an_escaped_step_finds_a_fresh_isolated_unprivileged_interpreter(
     assert facts["cap_eff"] == facts["cap_prm"] == "0000000000000000"
     if AS_ROOT:
         assert facts["uid"] != 0 and facts["groups"] == []
+    # Its working directory was removed once it started: nothing to list or write there.
+    assert facts["cwd"].endswith("(deleted)") and facts["listing"] in (errno.ENOENT, errno.EACCES)
+    workdir = facts["cwd"].removesuffix(" (deleted)")
+    assert os.path.basename(workdir) not in os.listdir(os.path.dirname(workdir))
 
 
 async def test_workers_are_exec_d_from_the_boot_directory_not_forked(pool: SandboxPool) -> None:
