@@ -311,6 +311,14 @@ MISWIRINGS = {
         "import facades\nfacades.STATIC['json']['cache'] = []",
         "shared by every run",
     ),
+    "an operator function in a facade": (
+        "import facades, operator\nfacades.STATIC['json']['getter'] = operator.attrgetter('x')",
+        "from the operator module",
+    ),
+    "string.Formatter in a facade": (
+        "import facades, string\nfacades.STATIC['string']['Formatter'] = string.Formatter",
+        "string.Formatter",
+    ),
     "the type builtin": (
         "import namespace\nnamespace.BASE_BUILTINS['type'] = type",
         "builtin type is exposed",

@@ -230,3 +230,20 @@ async def test_one_owner_cannot_hold_the_whole_pool() -> None:
         await assert_engine_alive(sandbox, "greedy")
     finally:
         await sandbox.close()
+
+
+async def test_a_worker_is_recycled_after_its_last_run() -> None:
+    sandbox = SandboxPool(SandboxSettings(pool_size=1, max_runs_per_worker=3))
+    await sandbox.start()
+    try:
+        served = []
+        for n in range(4):
+            assert await run_ok(sandbox, "return input", "bounded", n) == n
+            served.append(pids_of(sandbox, "bounded"))
+        assert served[0] == served[1] and len(served[1]) == 1, served
+        assert served[2] == set(), "the third run was that worker's last"
+        assert served[3] and not served[3] & served[0]
+        await assert_worker_gone(next(iter(served[0])))
+        assert sandbox.stats()["retired_max_runs"] == 1
+    finally:
+        await sandbox.close()

@@ -238,6 +238,60 @@ def test_no_public_path_on_the_host_side_reaches_a_forbidden_object(
     assert found == []
 
 
+BANNED_SOURCES = {"operator", "typing", "dataclasses", "inspect", "io", "os", "sys", "importlib"}
+
+
+def test_nothing_reachable_comes_from_a_banned_module(walked: list[tuple[str, Any]]) -> None:
+    """Facades hold chosen functions and classes; none from the modules that walk
+    attributes or reach the interpreter, and no string.Formatter."""
+    import string
+
+    def source(value: Any) -> str:
+        owner = value if isinstance(value, type) or callable(value) else type(value)
+        module = getattr(owner, "__module__", None)
+        return module.lstrip("_").partition(".")[0] if isinstance(module, str) else ""
+
+    banned = [e for e, v in walked if source(v) in BANNED_SOURCES]
+    assert banned == []
+    assert not [e for e, v in walked if v is string.Formatter or isinstance(v, string.Formatter)]
+
+
+# `input` is not listed: the name is the step's parameter.
+DENIED_BUILTINS = {
+    name: "NameError"
+    for name in str.split(
+        "getattr setattr delattr type object vars dir globals locals id open compile memoryview "
+        "bytearray super help exit quit classmethod staticmethod property"
+    )
+}
+DENIED_BUILTINS.update(
+    dict.fromkeys(("eval", "exec", "breakpoint", "__build_class__"), "code not allowed")
+)
+
+
+@pytest.mark.parametrize("name", sorted(DENIED_BUILTINS))
+async def test_dangerous_builtins_do_not_exist(pool: SandboxPool, tenant: str, name: str) -> None:
+    code = f"return {name}('x')" if name in ("eval", "exec") else f"f = {name}\nreturn 1"
+    await assert_rejected(pool, code, tenant=tenant, contains=DENIED_BUILTINS[name])
+
+
+@pytest.mark.usefixtures("boot_modules")
+def test_iteration_and_indexing_refuse_what_attribute_reads_refuse() -> None:
+    """Defence in depth, exercised on the worker's guard functions here: should a call ever
+    hand step code a container holding a module or a frame, its items stay out of reach."""
+    import guards
+
+    module, frame = types.ModuleType("m"), sys._getframe()
+    for holder in (iter([module]), (x for x in [frame])):
+        with pytest.raises(guards.AccessDenied, match="not allowed in steps"):
+            list(guards.guarded_iter(holder))
+    with pytest.raises(guards.AccessDenied):
+        guards.guarded_getitem({"m": module}, "m")
+    with pytest.raises(guards.AccessDenied):
+        guards.guarded_getitem([getattr], 0)
+    assert list(guards.guarded_iter([1, "a"])) == [1, "a"]
+
+
 @pytest.fixture(scope="module")
 async def roomy_pool() -> Any:
     """Room for generated walking code: larger source caps, same everything else."""

@@ -95,6 +95,38 @@ def guarded_getitem(obj: Any, key: Any) -> Any:
     return _refuse_value(obj[key], "this item")
 
 
+# Containers whose items step code put there itself (or JSON did): iterated at C speed.
+PLAIN_ITERABLES = frozenset(
+    {
+        list,
+        tuple,
+        dict,
+        str,
+        bytes,
+        range,
+        set,
+        frozenset,
+        type({}.keys()),
+        type({}.values()),
+        type({}.items()),
+        collections.deque,
+    }
+)
+
+
+def guarded_iter(obj: Any) -> Any:
+    """`for x in obj`, comprehensions and unpacking in step code: anything else than a plain
+    container has each item checked like the result of an attribute read."""
+    if type(obj) in PLAIN_ITERABLES:
+        return iter(obj)
+    return _checked_items(iter(obj))
+
+
+def _checked_items(iterator: Any) -> Any:
+    for item in iterator:
+        yield _refuse_value(item, "an item of this iteration")
+
+
 def guarded_hasattr(obj: Any, name: str) -> bool:
     """`hasattr` with the same refusals as attribute reads."""
     try:
@@ -175,7 +207,7 @@ def apply_call(function: Any, *args: Any, **kwargs: Any) -> Any:
 HOOKS: dict[str, Any] = {
     "_getattr_": guarded_getattr,
     "_getitem_": guarded_getitem,
-    "_getiter_": iter,
+    "_getiter_": guarded_iter,
     "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
     "_unpack_sequence_": guarded_unpack_sequence,
     "_write_": guarded_write,

@@ -10,6 +10,7 @@ import collections
 import functools
 import json
 import random
+import string
 import types
 from typing import Any
 
@@ -28,7 +29,7 @@ FORBIDDEN_TYPES = (types.ModuleType, types.FrameType, types.CodeType, types.Trac
 EXPECTED_HOOKS = {
     "_getattr_": guards.guarded_getattr,
     "_getitem_": guards.guarded_getitem,
-    "_getiter_": iter,
+    "_getiter_": guards.guarded_iter,
     "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
     "_unpack_sequence_": guarded_unpack_sequence,
     "_write_": guards.guarded_write,
@@ -74,12 +75,34 @@ SHARED_STATE_TYPES = (
 )
 
 
+# Modules whose functions and classes walk attributes, reach the interpreter or the system:
+# nothing step code can reach may come from them.
+BANNED_SOURCES = frozenset(
+    str.split("operator _operator typing dataclasses inspect io _io os posix sys importlib")
+)
+
+
+def origin(value: Any) -> str | None:
+    """The module a function or class (or an instance's class) was defined in."""
+    try:
+        owner = value if isinstance(value, type) or callable(value) else type(value)
+        module = getattr(owner, "__module__", None)
+    except Exception:  # an object that refuses to say is judged by its other traits
+        return None
+    return module if type(module) is str else None
+
+
 def _bad(value: Any) -> str | None:
     """Why step code must not reach `value`, or None."""
     if isinstance(value, FORBIDDEN_TYPES) or id(value) in guards.DENIED_IDS:
         return f"a {type(value).__name__}"
     if isinstance(value, SHARED_STATE_TYPES):
         return f"a {type(value).__name__} shared by every run of the worker"
+    if value is string.Formatter or isinstance(value, string.Formatter):
+        return "string.Formatter (its field syntax walks attributes)"
+    module = origin(value)
+    if module is not None and module.partition(".")[0] in BANNED_SOURCES:
+        return f"from the {module} module"
     return None
 
 
