@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,17 @@ class Counters:
     runs_failed: int = 0
     syncs: int = 0
     fyi: int = 0
+
+
+FYI_LOG_CHARS = 2000
+
+
+def _loggable(payload: models.JsonValue) -> models.JsonValue:
+    """The payload itself when small; a payload may be up to 1 MiB, a log line should not."""
+    text = json.dumps(payload, ensure_ascii=False)
+    if len(text) <= FYI_LOG_CHARS:
+        return payload
+    return f"{text[:FYI_LOG_CHARS]}… ({len(text)} characters in all)"
 
 
 class Runner:
@@ -54,7 +66,7 @@ class Runner:
 
     async def _fyi(self, signal: models.Signal) -> None:
         self.counters.fyi += 1
-        log.info("fyi_received", payload=signal.payload, fyi_count=self.counters.fyi)
+        log.info("fyi_received", payload=_loggable(signal.payload), fyi_count=self.counters.fyi)
         await self._store.finish_signal(signal.id)
 
     async def _run_agent(self, signal: models.Signal) -> None:

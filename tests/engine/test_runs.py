@@ -196,3 +196,22 @@ async def test_every_log_line_of_a_run_carries_signal_agent_and_session(database
         assert line["signal_id"] == str(signal_id)
         assert line["agent_id"] == str(agent)
         assert line["session_id"] == report["session"]["id"]
+
+
+async def test_an_fyi_is_logged_with_its_payload_but_a_big_one_only_in_part(
+    database_url: str,
+) -> None:
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        async with Db(database_url) as db, running_engine(database_url):
+            small = await db.send(None, {"event": "deployed"}, type="fyi")
+            big = await db.send(None, {"blob": "x" * 50_000}, type="fyi")
+            for signal_id in (small, big):
+                await wait_for(lambda s=signal_id: db.finished(s), what="fyi")
+    finally:
+        structlog.reset_defaults()
+    lines = {e["signal_id"]: e for e in capture.entries if e.get("event") == "fyi_received"}
+    assert lines[str(small)]["payload"] == {"event": "deployed"}
+    preview = lines[str(big)]["payload"]
+    assert isinstance(preview, str) and len(preview) < 2100 and "characters in all" in preview
