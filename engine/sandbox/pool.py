@@ -110,8 +110,15 @@ class SandboxPool:
             "sandbox_pool_started",
             workers=len(keep),
             uid=self._identity[0] if self._identity else os.geteuid(),
+            landlock=workers[0].landlock,
             boot_ms=round(max(w.boot_ms for w in workers), 1),
         )
+        if self.settings.landlock and not workers[0].landlock:
+            log.warning(
+                "sandbox_landlock_unavailable",
+                reason="the kernel has no Landlock (Linux 5.13+) or it is disabled",
+                effect="an escaped step could read files the sandbox user may read",
+            )
 
     async def close(self) -> None:
         """Kill and reap every worker. Idempotent; `run` raises SandboxClosedError after."""

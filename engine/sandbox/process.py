@@ -78,6 +78,7 @@ def worker_config(settings: SandboxSettings, identity: tuple[int, int] | None) -
             "uid": identity[0] if identity else None,
             "gid": identity[1] if identity else None,
             "seccomp": settings.seccomp,
+            "landlock": settings.landlock,
             "max_source_bytes": settings.max_source_bytes,
             "max_ast_nodes": settings.max_ast_nodes,
             "max_ast_depth": settings.max_ast_depth,
@@ -103,6 +104,8 @@ class WorkerProcess:
         self.cpu_seconds = 0.0
         self.peak_rss_kb = 0
         self.boot_ms = 0.0
+        self.landlock = 0
+        """The Landlock ABI version the worker applied to itself, 0 for none."""
         self.last_used = time.monotonic()
         self._reaping: asyncio.Task[int | None] | None = None
         self._stderr = b""
@@ -163,6 +166,8 @@ class WorkerProcess:
                 failure = str(frame.get("error") or "it reported a failed boot")
             elif identity is not None and frame.get("uid") != identity[0]:
                 failure = f"it runs as uid {frame.get('uid')}, not the sandbox user {identity[0]}"
+            landlock = frame.get("landlock")
+            self.landlock = landlock if type(landlock) is int else 0
         if failure is not None:
             returncode = await self.kill()
             tail = await self.stderr_tail()

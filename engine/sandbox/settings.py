@@ -52,6 +52,10 @@ class SandboxSettings(BaseModel):
     seccomp: bool = True
     """Install the syscall filter in workers (Linux x86_64/aarch64); workers refuse to start
     if it cannot be installed."""
+    landlock: bool = True
+    """Close off the filesystem in workers with Landlock (Linux 5.13+): they may read only
+    the Python library, time zones and their own /proc entry. Where the kernel lacks it,
+    workers start anyway and the pool logs `sandbox_landlock_unavailable`."""
     python_executable: str = sys.executable
     boot_timeout_ms: PositiveInt = 10_000
     recycle_rss_mb: PositiveInt = 256

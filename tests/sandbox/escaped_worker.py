@@ -24,10 +24,11 @@ def main() -> None:
     sys.path.extend(config.get("sys_path", []))
     import worker_main  # the real boot, imported from the boot directory
 
-    job_fd, reply_fd, _ = worker_main._boot(config)
+    job_fd, reply_fd, _, landlock = worker_main._boot(config)
     import framing
 
-    framing.write_frame(reply_fd, framing.encode({"ready": True, "uid": os.getuid()}))
+    ready = {"ready": True, "uid": os.getuid(), "landlock": landlock}
+    framing.write_frame(reply_fd, framing.encode(ready))
     while True:
         job = framing.read_frame(job_fd, int(config["max_job_bytes"]))
         if job is None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from engine.sandbox.hardening import PR_GET_DUMPABLE, _prctl
 from engine.sandbox.pool import SandboxPool
 from engine.sandbox.process import BOOT_SCRIPT, WorkerProcess
 from engine.sandbox.settings import SandboxSettings
-from tests.sandbox.escape import Escapes
+from tests.sandbox.escape import Escapes, escapes
 from tests.sandbox.helpers import (
     assert_engine_alive,
     assert_worker_gone,
@@ -159,6 +162,68 @@ async def test_an_escaped_step_cannot_signal_trace_or_read_the_engine_or_other_w
         for name in ("mem", "environ", "maps", "fd/0"):
             assert result[f"{who} {name}"] == "EACCES", (who, name, result)
     assert other.alive
+
+
+PROJECT_FILE = str(Path(__file__).resolve().parents[2] / "pyproject.toml")
+READ_ATTEMPTS = """
+import errno, os
+result = {}
+for name, path in input.items():
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, 'rb') as opened:
+                opened.read(1)
+        result[name] = 'read'
+    except OSError as error:
+        result[name] = errno.errorcode[error.errno]
+"""
+
+
+@pytest.fixture
+def world_readable_secret() -> Iterator[str]:
+    """A `.env`-like file any user may read, as an engine's deployment might leave one."""
+    folder = tempfile.mkdtemp(prefix="portico-landlock-")
+    path = os.path.join(folder, "app.env")
+    with open(path, "w") as secret:
+        secret.write("SUPABASE_SERVICE_ROLE_KEY=fake\n")
+    os.chmod(folder, 0o755)  # noqa: S103 - readable by all on purpose
+    os.chmod(path, 0o644)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(folder)
+
+
+async def test_an_escaped_step_reads_nothing_outside_the_python_library(
+    world_readable_secret: str,
+) -> None:
+    """Landlock holds where the user drop alone cannot: world-readable files stay shut. The
+    same reads from a worker started without Landlock succeed, so the test can tell."""
+    targets = {
+        "env file": world_readable_secret,
+        "passwd": "/etc/passwd",
+        "engine cmdline": f"/proc/{os.getpid()}/cmdline",
+        "root listing": "/",
+        "project": PROJECT_FILE,
+    }
+    async with escapes(SandboxSettings(pool_size=1, landlock=False)) as unconfined:
+        plain = await unconfined.output(await unconfined.start(), READ_ATTEMPTS, targets)
+    assert plain["env file"] == plain["passwd"] == plain["root listing"] == "read"
+    async with escapes() as confined:
+        worker = await confined.start()
+        if not worker.landlock:
+            pytest.skip("this kernel has no Landlock (Linux 5.13+), so the layer is absent")
+        result = await confined.output(worker, READ_ATTEMPTS, targets)
+        assert result == dict.fromkeys(targets, "EACCES")
+        # What a worker still reads: its own /proc entry and the time zone database.
+        own = await confined.output(
+            worker,
+            "result = [len(open(path, 'rb').read()) > 0 for path in input]",
+            ["/proc/self/status", "/usr/share/zoneinfo/UTC"],
+        )
+        assert own == [True, True]
 
 
 async def test_engine_and_workers_are_non_dumpable(pool: SandboxPool) -> None:

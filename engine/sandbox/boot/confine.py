@@ -1,5 +1,5 @@
 """Process confinement applied by the worker to itself: rlimits first, then (after imports)
-the drop to an unprivileged user, non-dumpable, and the syscall filter.
+the drop to an unprivileged user, non-dumpable, the Landlock ruleset and the syscall filter.
 
 Nothing here reads the environment: the engine passes every value on the command line.
 """
@@ -11,10 +11,12 @@ import os
 import resource
 from typing import Any
 
+import landlock
 import syscall_filter
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
+PR_SET_NO_NEW_PRIVS = 38
 
 MIB = 1024 * 1024
 
@@ -101,14 +103,22 @@ def set_non_dumpable() -> None:
         raise ConfinementError("the worker is still dumpable")
 
 
-def lock_down(config: dict[str, Any]) -> None:
-    """Everything after the imports: user drop, non-dumpable, syscall filter (in that order:
-    the filter forbids the calls the first two need)."""
+def lock_down(config: dict[str, Any]) -> int:
+    """Everything after the imports: user drop, non-dumpable, the filesystem closed off,
+    syscall filter (in that order: each step forbids what the ones before it need).
+    Returns the Landlock ABI version applied, 0 for none."""
     uid, gid = config.get("uid"), config.get("gid")
     if uid is not None and os.getuid() == 0:
         drop_privileges(int(uid), int(gid if gid is not None else uid))
     elif uid is not None and os.getuid() != int(uid):
         raise ConfinementError(f"the worker runs as uid {os.getuid()}, expected {uid}")
     set_non_dumpable()
-    if config.get("seccomp", True):
-        syscall_filter.install()
+    prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid programs, and what Landlock requires
+    status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        version = landlock.restrict() if config.get("landlock", True) else 0
+        if config.get("seccomp", True):
+            syscall_filter.install(status_fd)
+    finally:
+        os.close(status_fd)
+    return version

@@ -194,8 +194,9 @@ def _resolve(program: list[Instruction]) -> list[tuple[int, int, int, int]]:
     return resolved
 
 
-def install() -> None:
-    """Install the filter on this (single-threaded) process for the rest of its life."""
+def install(status_fd: int) -> None:
+    """Install the filter on this (single-threaded) process for the rest of its life.
+    `status_fd` is /proc/self/status, opened before the filesystem was closed off."""
     program = build(os.uname().machine, os.getpid())
     filters = (_SockFilter * len(program))(*program)
     fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
@@ -209,10 +210,10 @@ def install() -> None:
         raise FilterError(
             f"installing the seccomp filter failed: {os.strerror(ctypes.get_errno())}"
         )
-    if "Seccomp:\t2" not in _read_status():
+    if "Seccomp:\t2" not in _read_status(status_fd):
         raise FilterError("the kernel does not report the seccomp filter as active")
 
 
-def _read_status() -> str:
-    with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-        return status.read()
+def _read_status(fd: int) -> str:
+    # /proc files are generated afresh on each read from offset 0.
+    return os.pread(fd, 1 << 16, 0).decode("ascii", "replace")

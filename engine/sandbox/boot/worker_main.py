@@ -1,8 +1,8 @@
 """Sandbox worker entry point, started by the engine as `python -I -S worker_main.py CONFIG`.
 
 Order matters: rlimits first; then the imports (while the interpreter can still read its own
-files); then the drop to the sandbox user, non-dumpable and the syscall filter; then the
-self-test. Only then "ready", and only then jobs.
+files); then the drop to the sandbox user, non-dumpable, the Landlock ruleset and the syscall
+filter; then the self-test. Only then "ready", and only then jobs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _ignore_unraisable(unraisable: Any) -> None:
     """Drop an unraisable exception (see _warm_up)."""
 
 
-def _boot(config: dict[str, Any]) -> tuple[int, int, Any]:
+def _boot(config: dict[str, Any]) -> tuple[int, int, Any, int]:
+    """Confine the worker and prove its wiring: (job fd, reply fd, limits, Landlock ABI)."""
     import confine
 
     confine.apply_limits(config)
@@ -54,13 +55,13 @@ def _boot(config: dict[str, Any]) -> tuple[int, int, Any]:
         import selftest
 
         _warm_up()
-        confine.lock_down(config)
+        landlock = confine.lock_down(config)
         limits = runner.Limits(config)
         if config.get("selftest", True):
             selftest.run(limits)
     except BaseException as error:
         _fail(reply_fd, error)
-    return job_fd, reply_fd, limits
+    return job_fd, reply_fd, limits, landlock
 
 
 def _fail(reply_fd: int, error: BaseException) -> None:
@@ -88,7 +89,7 @@ def main() -> None:
     config = json.loads(sys.argv[1])
     sys.path.extend(config.get("sys_path", []))
     try:
-        job_fd, reply_fd, limits = _boot(config)
+        job_fd, reply_fd, limits, landlock = _boot(config)
     except BaseException as error:  # before the pipes were moved: report on stdout
         _fail(1, error)
     import gc
@@ -101,6 +102,7 @@ def main() -> None:
         "ready": True,
         "pid": os.getpid(),
         "uid": os.getuid(),
+        "landlock": landlock,
         "python": sys.version.split()[0],
     }
     framing.write_frame(reply_fd, framing.encode(ready))
