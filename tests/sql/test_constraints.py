@@ -14,7 +14,16 @@ import pytest
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
-from tests.support.sql import Conn, add_step, create_agent, llm_config, python_config, send_signal
+from tests.support.sql import (
+    Conn,
+    add_step,
+    as_role,
+    create_agent,
+    create_user,
+    llm_config,
+    python_config,
+    send_signal,
+)
 
 MiB = 1024 * 1024
 
@@ -200,13 +209,61 @@ def test_step_config_check_holds_even_with_the_trigger_disabled(
 # ---------------------------------------------------------------------------------------------
 
 
+POSITION_HINT = (
+    "Pick a free position, or move or delete the step at that position first (to swap two"
+    " steps in one transaction, run `set constraints public.steps_one_per_position deferred`"
+    " first). `portico agents apply` replaces all of an agent's steps at once."
+)
+
+
 def test_two_steps_of_one_agent_at_one_position_are_refused(
     conn: Conn, agent_id: uuid.UUID
 ) -> None:
     with pytest.raises(errors.UniqueViolation) as exc, conn.transaction(force_rollback=True):
         add_step(conn, agent_id, 3, name="first")
         add_step(conn, agent_id, 3, name="second")
-    assert_refusal(exc, "23505", "steps_one_per_position", "steps_one_per_position")
+    assert_refusal(exc, "23505", "steps_one_per_position")
+    assert exc.value.diag.message_primary == (
+        f'step "second": agent {agent_id} already has a step at position 3 ("first")'
+    )
+    assert exc.value.diag.message_hint == POSITION_HINT
+
+
+def test_moving_a_step_onto_a_taken_position_is_refused(conn: Conn, agent_id: uuid.UUID) -> None:
+    with pytest.raises(errors.UniqueViolation) as exc, conn.transaction(force_rollback=True):
+        add_step(conn, agent_id, 0, name="first")
+        second = add_step(conn, agent_id, 1, name="second")
+        conn.execute("update public.steps set position = 0 where id = %s", (second,))
+    assert_refusal(exc, "23505", "steps_one_per_position")
+    assert exc.value.diag.message_primary == (
+        f'step "second": agent {agent_id} already has a step at position 0 ("first")'
+    )
+    assert exc.value.diag.message_hint == POSITION_HINT
+
+
+def test_a_signed_in_owner_gets_the_same_refusal_under_rls(module_admin: Conn) -> None:
+    with (
+        pytest.raises(errors.UniqueViolation) as exc,
+        module_admin.transaction(force_rollback=True),
+    ):
+        owner = create_user(module_admin)
+        agent = create_agent(module_admin, owner_id=owner, name="owned")
+        add_step(module_admin, agent, 0, name="first")
+        with as_role(module_admin, "authenticated", owner):
+            add_step(module_admin, agent, 0, name="second")
+    assert_refusal(exc, "23505", "steps_one_per_position", f"agent {agent}", '("first")')
+
+
+def test_duplicate_positions_are_refused_by_the_unique_backstop_with_the_trigger_disabled(
+    conn: Conn, agent_id: uuid.UUID
+) -> None:
+    with pytest.raises(errors.UniqueViolation) as exc, conn.transaction(force_rollback=True):
+        conn.execute("alter table public.steps disable trigger steps_one_per_position")
+        add_step(conn, agent_id, 3, name="first")
+        add_step(conn, agent_id, 3, name="second")
+        # The backstop is checked at commit; make it answer now, inside the rolled-back test.
+        conn.execute("set constraints public.steps_position_unique immediate")
+    assert_refusal(exc, "23505", "steps_position_unique")
     assert '(agent_id, "position")' in str(exc.value.diag.message_detail)
 
 
@@ -217,6 +274,52 @@ def test_two_agents_may_each_have_a_step_at_one_position(conn: Conn, agent_id: u
         add_step(conn, other, 0)
         row = conn.execute("select count(*) as n from public.steps where position = 0").fetchone()
     assert row is not None and row["n"] == 2
+
+
+def test_two_steps_swap_positions_in_one_statement(conn: Conn, agent_id: uuid.UUID) -> None:
+    with conn.transaction(force_rollback=True):
+        add_step(conn, agent_id, 0, name="first")
+        add_step(conn, agent_id, 1, name="second")
+        conn.execute(
+            "update public.steps set position = 1 - position where agent_id = %s", (agent_id,)
+        )
+        rows = conn.execute(
+            "select name from public.steps where agent_id = %s order by position", (agent_id,)
+        ).fetchall()
+    assert [r["name"] for r in rows] == ["second", "first"]
+
+
+def test_a_swap_left_half_done_is_refused_when_the_check_comes_due(
+    conn: Conn, agent_id: uuid.UUID
+) -> None:
+    with pytest.raises(errors.UniqueViolation) as exc, conn.transaction(force_rollback=True):
+        add_step(conn, agent_id, 0, name="first")
+        second = add_step(conn, agent_id, 1, name="second")
+        conn.execute("set constraints public.steps_one_per_position deferred")
+        conn.execute("update public.steps set position = 0 where id = %s", (second,))
+        conn.execute("set constraints public.steps_one_per_position immediate")
+    assert_refusal(exc, "23505", "steps_one_per_position", '("first")')
+
+
+def test_apply_agent_replaces_steps_at_the_positions_they_had(
+    conn: Conn, agent_id: uuid.UUID
+) -> None:
+    def apply(*names: str) -> list[tuple[str, int]]:
+        definition = {
+            "name": "constraint-target",
+            "steps": [{"name": n, "type": "python", "config": python_config()} for n in names],
+        }
+        row = conn.execute("select public.apply_agent(%s) as id", (Jsonb(definition),)).fetchone()
+        assert row is not None and row["id"] == agent_id
+        rows = conn.execute(
+            "select name, position from public.steps where agent_id = %s order by position",
+            (agent_id,),
+        ).fetchall()
+        return [(r["name"], r["position"]) for r in rows]
+
+    with conn.transaction(force_rollback=True):
+        assert apply("a", "b") == [("a", 0), ("b", 1)]
+        assert apply("b", "a", "c") == [("b", 0), ("a", 1), ("c", 2)]
 
 
 def test_two_steps_swap_positions_inside_one_transaction(conn: Conn, agent_id: uuid.UUID) -> None:

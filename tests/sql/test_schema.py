@@ -55,7 +55,7 @@ def test_migrations_are_recorded_where_the_supabase_cli_records_them(module_admi
         " order by version"
     ).fetchall()
     assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in files]
-    assert len(files) == 4
+    assert len(files) == 5
     assert all(r["statements"] == [m.sql] for r, m in zip(rows, files, strict=True))
 
 
@@ -63,7 +63,7 @@ def test_migrating_again_applies_nothing(any_database_url: str, admin: Conn) -> 
     before = admin.execute("select count(*) as n from supabase_migrations.schema_migrations")
     assert migrate.migrate(any_database_url) == []
     after = admin.execute("select count(*) as n from supabase_migrations.schema_migrations")
-    assert after.fetchone() == before.fetchone() == {"n": 4}
+    assert after.fetchone() == before.fetchone() == {"n": 5}
 
 
 def test_step_results_embed_under_runtime_sessions_through_one_foreign_key(
