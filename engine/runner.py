@@ -30,6 +30,17 @@ class Counters:
 FYI_LOG_CHARS = 2000
 
 
+def run_log_ids(signal: models.Signal) -> dict[str, str]:
+    """What every log line about `signal` is bound to: a run's carry signal_id, agent_id and
+    session_id (its claim opened the session); a sync's or an fyi's, signal_id only."""
+    ids = {"signal_id": str(signal.id)}
+    if signal.agent_id is not None:
+        ids["agent_id"] = str(signal.agent_id)
+    if signal.runtime_session_id is not None:
+        ids["session_id"] = str(signal.runtime_session_id)
+    return ids
+
+
 def _loggable(payload: models.JsonValue) -> models.JsonValue:
     """The payload itself when small; a payload may be up to 1 MiB, a log line should not."""
     text = json.dumps(payload, ensure_ascii=False)
@@ -46,10 +57,7 @@ class Runner:
         self.counters = Counters()
 
     async def run(self, signal: models.Signal) -> None:
-        bound = {"signal_id": str(signal.id)}
-        if signal.agent_id:
-            bound["agent_id"] = str(signal.agent_id)
-        with structlog.contextvars.bound_contextvars(**bound):
+        with structlog.contextvars.bound_contextvars(**run_log_ids(signal)):
             if signal.type is models.SignalType.SYNC:
                 await self._sync(signal)
             elif signal.type is models.SignalType.FYI:
@@ -80,31 +88,28 @@ class Runner:
             return
         session_id = signal.runtime_session_id
         assert session_id is not None  # claim_signals opens the session of every run it claims
-        with structlog.contextvars.bound_contextvars(session_id=str(session_id)):
-            log.info(
-                "run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts
-            )
-            context = StepContext(
-                signal_id=signal.id,
-                session_id=session_id,
-                agent_id=agent.id,
-                owner_id=agent.owner_id,
-            )
-            if not agent.steps:
-                await self._store.finish_signal(signal.id, output=signal.payload)
-                self._succeeded()
-                return
-            value = signal.payload
-            last = len(agent.steps) - 1
-            for number, step in enumerate(agent.steps):
-                outcome = await self._run_step(step, value, context, last_step=number == last)
-                if not outcome.ok:
-                    # The failing step's result ended the run: signal and session are `error`.
-                    self.counters.runs_failed += 1
-                    log.info("run_failed", step=step.name, error=outcome.error)
-                    return
-                value = outcome.output
+        log.info("run_started", agent=agent.name, steps=len(agent.steps), attempt=signal.attempts)
+        context = StepContext(
+            signal_id=signal.id,
+            session_id=session_id,
+            agent_id=agent.id,
+            owner_id=agent.owner_id,
+        )
+        if not agent.steps:
+            await self._store.finish_signal(signal.id, output=signal.payload)
             self._succeeded()
+            return
+        value = signal.payload
+        last = len(agent.steps) - 1
+        for number, step in enumerate(agent.steps):
+            outcome = await self._run_step(step, value, context, last_step=number == last)
+            if not outcome.ok:
+                # The failing step's result ended the run: signal and session are `error`.
+                self.counters.runs_failed += 1
+                log.info("run_failed", step=step.name, error=outcome.error)
+                return
+            value = outcome.output
+        self._succeeded()
 
     def _succeeded(self) -> None:
         self.counters.runs_succeeded += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from uuid import UUID
 
 import structlog
@@ -15,11 +16,19 @@ import structlog
 from engine import errors, models
 from engine.agents import AgentCache
 from engine.config import Settings
-from engine.runner import Runner
+from engine.runner import Runner, run_log_ids
 from engine.store import Store
 from engine.transports.base import CONFIG_CHANNEL, Transport
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A claimed signal and the task processing it."""
+
+    signal: models.Signal
+    task: asyncio.Task[None]
 
 
 class Worker:
@@ -36,7 +45,7 @@ class Worker:
         self._store = store
         self._agents = agents
         self._runner = runner
-        self._in_flight: dict[UUID, asyncio.Task[None]] = {}
+        self._in_flight: dict[UUID, InFlight] = {}
         self._wake = asyncio.Event()
         self._config_changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -133,52 +142,66 @@ class Worker:
             return False
         for signal in signals:
             self.idle.clear()
+            stale = self._in_flight.get(signal.id)
+            if stale is not None:
+                # Its lease expired before the heartbeat renewed it (a stalled loop, a lost
+                # database), this engine's sweep reclaimed it and this claim took it again: the
+                # old run's session is closed, so that run must stop and this one replace it.
+                self._lease_lost(stale, noticed_by="reclaim")
             task = asyncio.create_task(self._process(signal), name=f"signal-{signal.id}")
-            self._in_flight[signal.id] = task
+            self._in_flight[signal.id] = InFlight(signal, task)
         return bool(signals)
 
+    def _lease_lost(self, run: InFlight, *, noticed_by: str) -> None:
+        log.warning("lease_lost", noticed_by=noticed_by, **run_log_ids(run.signal))
+        run.task.cancel()
+
     async def _process(self, signal: models.Signal) -> None:
-        try:
-            await self._runner.run(signal)
-        except errors.LeaseLost as exc:
-            log.warning("lease_lost", signal_id=str(signal.id), error=str(exc))
-        except errors.NotFound as exc:
-            # Deleting an agent deletes its signals, this one included, mid-run.
-            log.warning("signal_deleted_while_running", signal_id=str(signal.id), error=str(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The lease runs out and the signal is reclaimed (counted as an attempt).
-            log.exception("signal_processing_crashed", signal_id=str(signal.id))
-        finally:
-            self._in_flight.pop(signal.id, None)
-            self._wake.set()  # the agent's next signal may be claimable now
+        # Bound here, not only in the runner: the lines below belong to the run too.
+        with structlog.contextvars.bound_contextvars(**run_log_ids(signal)):
+            try:
+                await self._runner.run(signal)
+            except errors.LeaseLost as exc:
+                log.warning("lease_lost", noticed_by="write", error=str(exc))
+            except errors.NotFound as exc:
+                # Deleting an agent deletes its signals, this one included, mid-run.
+                log.warning("signal_deleted_while_running", error=str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The lease runs out and the signal is reclaimed (counted as an attempt).
+                log.exception("signal_processing_crashed")
+            finally:
+                current = self._in_flight.get(signal.id)
+                if current is not None and current.task is asyncio.current_task():
+                    del self._in_flight[signal.id]
+                self._wake.set()  # the agent's next signal may be claimable now
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._settings.heartbeat_seconds)
-            held = list(self._in_flight)
+            held = dict(self._in_flight)
             if not held:
                 continue
             try:
-                still_held = await self._store.renew_leases(held)
+                still_held = await self._store.renew_leases(list(held))
             except errors.DatabaseError as exc:
                 log.error("lease_renewal_failed", error=str(exc))
                 continue
-            for signal_id in set(held) - still_held:
-                task = self._in_flight.get(signal_id)
-                if task is not None:
-                    log.warning("lease_lost", signal_id=str(signal_id))
-                    task.cancel()
+            for signal_id in held.keys() - still_held:
+                # Only the run the renewal asked about: one that ended meanwhile is gone, and
+                # one that replaced it (a new claim of the same signal) holds a fresh lease.
+                if self._in_flight.get(signal_id) is held[signal_id]:
+                    self._lease_lost(held[signal_id], noticed_by="heartbeat")
 
     async def _drain_in_flight(self) -> None:
         if not self._in_flight:
             return
-        tasks = list(self._in_flight.values())
+        tasks = [run.task for run in self._in_flight.values()]
         _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_seconds)
         if not pending:
             return
-        unfinished = [sid for sid, task in self._in_flight.items() if task in pending]
+        unfinished = [sid for sid, run in self._in_flight.items() if run.task in pending]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -1,5 +1,6 @@
 """Several engine processes (`python -m engine run`) on one real PostgreSQL: FIFO per agent,
-a SIGKILLed worker's signal finished by another, graceful shutdown, sync reaching every engine."""
+a SIGKILLed worker's signal finished by another, graceful shutdown (SIGTERM and SIGINT), sync
+reaching every engine."""
 
 from __future__ import annotations
 
@@ -11,23 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import Db, EngineProcess, python_step
+from tests.support.engine import SPIN, Db, EngineProcess, python_step
 from tests.support.waiting import wait_for, wait_for_sync
 
 pytestmark = pytest.mark.slow
-
-# Busy for `input["seconds"]` of wall-clock time from its own start, whatever the CPU's
-# speed: long enough to be caught mid-run, short enough to finish within a grace period.
-SPIN = python_step(
-    "spin",
-    "import datetime\n"
-    "now = datetime.datetime.now\n"
-    "started = now()\n"
-    "while (now() - started).total_seconds() < input.get('seconds', 0):\n"
-    "    pass\n"
-    "return input",
-    timeout_ms=30_000,
-)
 
 
 @pytest.fixture
@@ -47,12 +35,24 @@ def engines(database_url: str, tmp_path: Path) -> Iterator[Any]:
 async def test_fifo_per_agent_across_engine_processes_and_many_agents(
     database_url: str, engines: Any
 ) -> None:
-    for name in ("a", "b", "c"):
-        engines(name, PORTICO_CONCURRENCY="4")
+    started = [engines(name, PORTICO_CONCURRENCY="4") for name in ("a", "b", "c")]
+    # Every engine listens before the first signal, or the first one up could take them all.
+    wait_for_sync(
+        lambda: all(engine.has_event("engine_started") for engine in started),
+        timeout=60,
+        what="three engines started",
+    )
+    # Each step takes a little time, so no one engine can drain every queue alone.
+    step = python_step(
+        "echo",
+        "import datetime\n"
+        "started = datetime.datetime.now()\n"
+        "while (datetime.datetime.now() - started).total_seconds() < 0.02:\n"
+        "    pass\n"
+        "return input",
+    )
     async with Db(database_url) as db:
-        agents = [
-            await db.apply(f"queue-{i}", [python_step("echo", "return input")]) for i in range(12)
-        ]
+        agents = [await db.apply(f"queue-{i}", [step]) for i in range(12)]
         sent = [(agent, await db.send(agent, {"k": k})) for k in range(6) for agent in agents]
         for _, signal_id in sent:
             await wait_for(lambda s=signal_id: db.finished(s), timeout=60, what="all runs")
@@ -103,8 +103,9 @@ async def test_a_sigkilled_engine_signal_is_finished_by_another(
     assert rescuer.has_event("run_succeeded")
 
 
-async def test_sigterm_lets_the_in_flight_run_finish_then_exits_zero(
-    database_url: str, engines: Any
+@pytest.mark.parametrize("stop_with", [os_signal.SIGTERM, os_signal.SIGINT], ids=["TERM", "INT"])
+async def test_sigterm_or_sigint_lets_the_in_flight_run_finish_then_exits_zero(
+    database_url: str, engines: Any, stop_with: os_signal.Signals
 ) -> None:
     async with Db(database_url) as db:
         agent = await db.apply("graceful", [SPIN])
@@ -116,7 +117,7 @@ async def test_sigterm_lets_the_in_flight_run_finish_then_exits_zero(
         signal_id = await db.send(agent, {"seconds": 4})
         await wait_for(lambda: _status_is(db, signal_id, "processing"), what="claim")
         engines("bystander")
-        engine.send(os_signal.SIGTERM)
+        engine.send(stop_with)
         assert engine.wait(timeout=60) == 0
         report = await db.signal(signal_id)
         sessions = await db.rows(
@@ -125,6 +126,8 @@ async def test_sigterm_lets_the_in_flight_run_finish_then_exits_zero(
         )
     assert report["status"] == "complete" and report["attempts"] == 1
     assert sessions == [{"worker_id": "graceful", "status": "success"}]
+    requested = [e for e in engine.events() if e.get("event") == "shutdown_requested"]
+    assert [e["os_signal"] for e in requested] == [stop_with.name]
     assert engine.has_event("engine_stopped")
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
+from uuid import UUID
 
 import structlog
 
+from engine import models
+from engine.steps.base import StepContext, StepOutcome
 from engine.transports.base import WakeupHandler
 from engine.transports.postgres import PostgresTransport
 from tests.support.engine import Db, python_step, running_engine
@@ -179,23 +183,114 @@ async def test_bad_python_steps_fail_their_runs_and_the_engine_goes_on(database_
     assert final["status"] == "complete" and final["session"]["output"] == "fine"
 
 
+class MisbehavingStep:
+    """A double for the `llm` step executor that breaks the executor contract on purpose, so
+    the engine's own failure paths log: with input {"mode": "raise"} it raises; otherwise it
+    returns an output that is not JSON, which the engine then cannot record."""
+
+    async def execute(
+        self, step: models.Step, step_input: models.JsonValue, context: StepContext
+    ) -> StepOutcome:
+        if isinstance(step_input, dict) and step_input.get("mode") == "raise":
+            raise RuntimeError("executor bug")
+        return StepOutcome(output={"not": {"json"}})  # type: ignore[dict-item]
+
+
+MISBEHAVING = {
+    "name": "misbehave",
+    "type": "llm",
+    "config": {"prompt_template": "{{ input }}", "model": "openai/gpt-4o-mini"},
+}
+
+
+def _tag_task(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Record which asyncio task logged the line: the engine runs each signal in a task of its
+    own, so a line from that task belongs to that run whatever fields it has."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    event_dict["_task"] = task.get_name() if task is not None else None
+    return event_dict
+
+
 async def test_every_log_line_of_a_run_carries_signal_agent_and_session(database_url: str) -> None:
+    """Runs that succeed, fail in a step, crash in their step executor and crash the engine's
+    processing (a result it cannot record) run at once; every line logged by a run's task, or
+    naming its signal, carries that run's three ids and no other run's. The `llm` executor is
+    a double (MisbehavingStep); the python steps run in the real sandbox."""
     capture = structlog.testing.LogCapture()
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, _tag_task, capture])
+    expected = {
+        "succeeds": (
+            {"n": 1},
+            [ADD_ONE, DOUBLE],
+            {"run_started", "step_finished", "run_succeeded"},
+        ),
+        "fails": (
+            {"n": 1},
+            [python_step("boom", "raise ValueError('no')")],
+            {"run_started", "step_finished", "run_failed"},
+        ),
+        "executor-raises": (
+            {"mode": "raise"},
+            [MISBEHAVING],
+            {"run_started", "step_executor_crashed", "step_finished", "run_failed"},
+        ),
+        "cannot-record": (
+            {"mode": "not-json"},
+            [MISBEHAVING],
+            {"run_started", "signal_processing_crashed"},
+        ),
+    }
+    runs: dict[str, tuple[UUID, UUID, str]] = {}
     try:
         async with Db(database_url) as db:
-            agent = await db.apply("traced", [ADD_ONE, DOUBLE])
-            async with running_engine(database_url):
-                signal_id = await db.send(agent, {"n": 1})
-                report = await wait_for(lambda: db.finished(signal_id))
+            agents = {name: await db.apply(name, steps) for name, (_, steps, _) in expected.items()}
+            # A long lease: the crashed run must not be reclaimed and retried during the test.
+            async with running_engine(
+                database_url, executors={"llm": MisbehavingStep()}, lease_seconds=120
+            ):
+                sent = {
+                    name: await db.send(agents[name], payload)
+                    for name, (payload, _, _) in expected.items()
+                }
+                for name, signal_id in sent.items():
+                    if name != "cannot-record":
+                        await wait_for(lambda s=signal_id: db.finished(s), what=name)
+                crashed = str(sent["cannot-record"])
+                await wait_for(
+                    lambda: asyncio.sleep(
+                        0,
+                        any(
+                            e["event"] == "signal_processing_crashed"
+                            and e.get("signal_id") == crashed
+                            for e in capture.entries
+                        ),
+                    ),
+                    what="the crash",
+                )
+            for name, signal_id in sent.items():
+                session = (await db.signal(signal_id))["runtime_session_id"]
+                runs[name] = (signal_id, agents[name], session)
     finally:
         structlog.reset_defaults()
-    run_lines = [e for e in capture.entries if e.get("event") in {"step_finished", "run_succeeded"}]
-    assert len(run_lines) == 3
-    for line in run_lines:
-        assert line["signal_id"] == str(signal_id)
-        assert line["agent_id"] == str(agent)
-        assert line["session_id"] == report["session"]["id"]
+
+    for name, (signal_id, agent_id, session_id) in runs.items():
+        lines = [
+            e
+            for e in capture.entries
+            if e["_task"] == f"signal-{signal_id}" or e.get("signal_id") == str(signal_id)
+        ]
+        events = {e["event"] for e in lines}
+        assert events >= expected[name][2], (name, events)
+        for line in lines:
+            ids = (line.get("signal_id"), line.get("agent_id"), line.get("session_id"))
+            assert ids == (str(signal_id), str(agent_id), session_id), (name, line)
+    step_lines = [e for e in capture.entries if e["event"] == "step_finished"]
+    assert len(step_lines) == 4  # two, one, one; the unrecordable step never finished
 
 
 async def test_an_fyi_is_logged_with_its_payload_but_a_big_one_only_in_part(

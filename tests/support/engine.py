@@ -178,3 +178,17 @@ class Db:
 
 def python_step(name: str, code: str, **config: Any) -> dict[str, Any]:
     return {"name": name, "type": "python", "config": {"code": code, **config}}
+
+
+# Busy for `input["seconds"]` of wall-clock time from its own start, whatever the CPU's
+# speed: long enough to be caught mid-run, short enough to finish within a grace period.
+SPIN = python_step(
+    "spin",
+    "import datetime\n"
+    "now = datetime.datetime.now\n"
+    "started = now()\n"
+    "while (now() - started).total_seconds() < input.get('seconds', 0):\n"
+    "    pass\n"
+    "return input",
+    timeout_ms=60_000,
+)
