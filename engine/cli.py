@@ -33,7 +33,7 @@ DatabaseUrl = Annotated[
         "--database-url",
         envvar="DATABASE_URL",
         show_envvar=True,
-        help="PostgreSQL URL; default: the embedded server under .portico/",
+        help="PostgreSQL URL; default: the embedded server under PORTICO_DATA_DIR (.portico/)",
     ),
 ]
 out = Console()
@@ -220,11 +220,12 @@ def demo(
     examples_dir: Annotated[Path, typer.Option(help="Folder with agents/ and signals.yaml")] = Path(
         "examples"
     ),
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Embedded PostgreSQL + example agents + example signals, end to end."""
+    """Example agents and signals, end to end, on the embedded PostgreSQL (or --database-url)."""
     from engine import demo as demo_module
 
-    settings = settings_for(None)
+    settings = settings_for(database_url)
     run_async(demo_module.run_demo(settings, examples_dir, out, serve=serve))
 
 
