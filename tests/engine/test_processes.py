@@ -42,18 +42,14 @@ async def test_fifo_per_agent_across_engine_processes_and_many_agents(
         timeout=60,
         what="three engines started",
     )
-    # Each step takes a little time, so no one engine can drain every queue alone.
-    step = python_step(
-        "echo",
-        "import datetime\n"
-        "started = datetime.datetime.now()\n"
-        "while (datetime.datetime.now() - started).total_seconds() < 0.02:\n"
-        "    pass\n"
-        "return input",
-    )
     async with Db(database_url) as db:
-        agents = [await db.apply(f"queue-{i}", [step]) for i in range(12)]
-        sent = [(agent, await db.send(agent, {"k": k})) for k in range(6) for agent in agents]
+        agents = [await db.apply(f"queue-{i}", [SPIN]) for i in range(12)]
+        # Each run takes a little time, so no one engine can drain every queue alone.
+        sent = [
+            (agent, await db.send(agent, {"k": k, "seconds": 0.02}))
+            for k in range(6)
+            for agent in agents
+        ]
         for _, signal_id in sent:
             await wait_for(lambda s=signal_id: db.finished(s), timeout=60, what="all runs")
         rows = await db.rows(

@@ -11,7 +11,6 @@ import ctypes
 import errno
 import os
 
-PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
@@ -196,7 +195,8 @@ def _resolve(program: list[Instruction]) -> list[tuple[int, int, int, int]]:
 
 def install(status_fd: int) -> None:
     """Install the filter on this (single-threaded) process for the rest of its life.
-    `status_fd` is /proc/self/status, opened before the filesystem was closed off."""
+    `status_fd` is /proc/self/status, opened before the filesystem was closed off. The caller
+    has set no_new_privs (confine.lock_down), which an unprivileged process needs for this."""
     program = build(os.uname().machine, os.getpid())
     filters = (_SockFilter * len(program))(*program)
     fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
@@ -204,8 +204,6 @@ def install(status_fd: int) -> None:
     # prctl is variadic and checks that unused arguments are zero: always pass all five.
     libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     libc.prctl.restype = ctypes.c_int
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise FilterError(f"PR_SET_NO_NEW_PRIVS failed: {os.strerror(ctypes.get_errno())}")
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
         raise FilterError(
             f"installing the seccomp filter failed: {os.strerror(ctypes.get_errno())}"
